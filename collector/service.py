@@ -1,0 +1,221 @@
+"""The collector process: broker adapters feed raw messages in, the decoder and the
+store writer turn them into rows, and only a committed batch is acked.
+
+    broker ──▶ queue ──▶ batch ──▶ decode ──▶ COPY + merge ──▶ commit ──▶ ack
+
+If the database is down the batch is retried with growing waits and nothing is acked,
+so the broker keeps (and later redelivers) every message; the bounded queue and the
+consumer's max_ack_pending keep memory flat however large the backlog.
+"""
+import asyncio
+import logging
+import os
+import socket
+from datetime import datetime, timezone
+
+import psycopg
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.utils import timezone as dj_timezone
+
+from collector import decoders, store
+from collector.adapters.nats import NatsAdapter
+from collector.db import conninfo
+from collector.metrics import Metrics
+from collector.subjects import Scope, parse_patterns
+
+log = logging.getLogger("eventscope.collector")
+
+BATCH_MAX = 2000
+BATCH_WAIT = 0.05  # seconds to wait for a batch to fill once its first message arrived
+QUEUE_MAX = 20000
+HEARTBEAT_SECONDS = 5.0
+
+
+class Abandoned(Exception):
+    """A stop arrived while the database was down: the batch stays unacked on the broker."""
+
+
+class Collector:
+    def __init__(self, broker, rules=None, scope=None, max_payload=1024 * 1024, metrics=None, name=None):
+        self.broker = broker  # collector.models.Broker
+        self.rules = rules or decoders.DEFAULT_RULES
+        self.scope = scope or Scope()
+        self.max_payload = max_payload
+        self.metrics = metrics or Metrics()
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.queue = asyncio.Queue(QUEUE_MAX)
+        self.conn = None
+        self.partitions = store.Partitions()
+        self.adapter = NatsAdapter(broker.url, self.queue.put, settings.NATS_CREDS, settings.NATS_TLS_CA)
+        self.started = datetime.now(timezone.utc)
+        self.stop = asyncio.Event()
+
+    # --- the pieces tests call directly -------------------------------------------
+
+    def to_row(self, message):
+        """Decode one raw message into a storable row. Pure apart from the settings it reads."""
+        data = message.data or b""
+        kept, truncated, digest = store.cap_payload(data, self.max_payload)
+        headers = _clean_headers(message.headers)
+        decoded = decoders.decode(message.subject, headers, data, self.rules)
+        payload, note = decoded.payload, decoded.note
+        if truncated:
+            payload = None
+            note = (note + "; " if note else "") + f"payload of {len(data)} bytes stored truncated to {len(kept)}"
+        return store.EventRow(
+            ts=message.ts, received_at=message.received_at, broker_id=self.broker.id, subject=message.subject,
+            stream=message.stream, seq=message.seq, headers=headers, raw=kept, size=len(data),
+            truncated=truncated, sha256=digest, format=decoded.format, event_id=decoded.event_id,
+            type=decoded.type, version=decoded.version, producer=decoded.producer, key=decoded.key,
+            trace_id=decoded.trace_id, span_id=decoded.span_id, payload=payload, note=note,
+        )
+
+    async def store_batch(self, messages):
+        """Decode and commit `messages`, retrying until the database takes them; then ack.
+        Returns how many rows were new."""
+        rows = []
+        for message in messages:
+            if not self.scope.captures(message.subject):
+                continue
+            row = self.to_row(message)
+            if row.note:
+                self.metrics.decode_errors.inc()
+            rows.append(row)
+        inserted = await self._write_until_stored(rows)
+        await self.adapter.ack(messages)
+        self.metrics.stored.inc(inserted)
+        self.metrics.duplicates.inc(len(rows) - inserted)
+        return inserted
+
+    async def _write_until_stored(self, rows):
+        wait = 0.25
+        while True:
+            try:
+                if self.conn is None or self.conn.closed:
+                    self.conn = await psycopg.AsyncConnection.connect(conninfo())
+                    await store.prepare(self.conn)
+                    self.partitions = store.Partitions()
+                try:
+                    return await store.write_events(self.conn, rows, self.partitions)
+                except psycopg.DataError as error:
+                    # One row the database refuses must not hold back the others.
+                    log.warning("batch refused (%s); storing its rows one by one", error)
+                    return await self._write_one_by_one(rows)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+                self.metrics.db_errors.inc()
+                if self.stop.is_set():
+                    raise Abandoned() from error
+                log.warning("database write failed (%s); retrying in %.2f s, nothing acked", error, wait)
+                if self.conn is not None:
+                    await self.conn.close()
+                self.conn = None
+                await asyncio.sleep(wait)
+                wait = min(5.0, wait * 2)
+
+    async def _write_one_by_one(self, rows):
+        inserted = 0
+        for row in rows:
+            try:
+                inserted += await store.write_events(self.conn, [row], self.partitions)
+            except psycopg.DataError as error:
+                # Keep the message: its raw bytes with the reason, without the decoded fields.
+                row.headers, row.payload = None, None
+                row.note = f"decoded fields not storable: {str(error).splitlines()[0]}"
+                inserted += await store.write_events(self.conn, [row], self.partitions)
+        return inserted
+
+    async def next_batch(self):
+        first = await self.queue.get()
+        batch = [first]
+        deadline = asyncio.get_running_loop().time() + BATCH_WAIT
+        while len(batch) < BATCH_MAX:
+            try:
+                batch.append(self.queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+            except asyncio.TimeoutError:
+                break
+        self.metrics.received.inc(len(batch))
+        return batch
+
+    # --- the loop -----------------------------------------------------------------
+
+    async def run(self, stop):
+        self.stop = stop
+        if not await self.adapter.connect(stop):
+            return
+        await self.adapter.start()
+        beat = asyncio.create_task(self._heartbeat(stop))
+        try:
+            while not stop.is_set():
+                getter = asyncio.create_task(self.next_batch())
+                stopper = asyncio.create_task(stop.wait())
+                done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                if getter not in done:
+                    getter.cancel()
+                    break
+                # A batch in hand is finished even when a stop arrives meanwhile.
+                await self.store_batch(getter.result())
+        except Abandoned:
+            log.warning("stopped while the database was down; the last batch will be redelivered")
+        finally:
+            beat.cancel()
+            await self.adapter.close()
+            if self.conn is not None:
+                await self.conn.close()
+
+    async def _heartbeat(self, stop):
+        while not stop.is_set():
+            try:
+                lag = await self.adapter.observer_lag()
+                self.metrics.lag.set(lag)
+                await sync_to_async(self.write_heartbeat)(lag)
+            except Exception as error:  # a missed heartbeat is logged, the next one tries again
+                log.warning("heartbeat failed: %s", error)
+            try:
+                await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
+            except asyncio.TimeoutError:
+                pass
+
+    def write_heartbeat(self, lag=0):
+        from collector.models import CollectorHeartbeat
+
+        counters = self.metrics.snapshot()
+        counters["lag"] = lag
+        counters.update(self.adapter.counters)
+        counters["streams"] = {
+            name: {"observed": state.observed, "retention": state.retention, "note": state.note}
+            for name, state in self.adapter.streams.items()
+        }
+        CollectorHeartbeat.objects.update_or_create(
+            name=self.name, defaults={"started": self.started, "beat": dj_timezone.now(), "counters": counters}
+        )
+
+
+def _clean_headers(headers):
+    """Headers as stored: PostgreSQL's jsonb cannot hold NUL, so it is replaced."""
+    if not headers:
+        return None
+    return {str(k).replace("\x00", "\ufffd"): str(v).replace("\x00", "\ufffd") for k, v in headers.items()}
+
+
+def load_configuration():
+    """The broker from NATS_URL (mirrored read-only into the admin) and the runtime settings."""
+    from collector.models import Broker, DecodingRule, RuntimeSettings
+
+    broker, _ = Broker.objects.update_or_create(
+        name="nats", defaults={"kind": "nats", "url": settings.NATS_URL, "from_env": True, "enabled": True}
+    )
+    runtime = RuntimeSettings.load()
+    scope = Scope(parse_patterns(runtime.include_subjects), parse_patterns(runtime.exclude_subjects))
+    rules = decoders.rules_from_db(DecodingRule.objects.filter(enabled=True)) if hasattr(
+        decoders, "rules_from_db") else decoders.DEFAULT_RULES
+    return broker, rules, scope, runtime.max_payload_bytes

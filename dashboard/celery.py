@@ -1,0 +1,9 @@
+from celery import Celery
+
+from dashboard.boot import setup_django
+
+setup_django()
+
+app = Celery("dashboard")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks(["dashboard", "collector"])

@@ -1,0 +1,25 @@
+from django.shortcuts import redirect, render
+from django.urls import NoReverseMatch, reverse
+from django.utils.http import urlencode
+
+from collector import readers
+
+
+def overview(request):
+    return render(request, "overview.html", {"stats": readers.overview(request.window)})
+
+
+def search(request):
+    query = request.GET.get("q", "").strip()
+    found = readers.find(query)
+    if found is None:
+        return render(request, "search.html", {"query": query}, status=404 if query else 200)
+    kind, value = found
+    if kind == "trace":
+        try:
+            return redirect(reverse("trace", args=[value]))
+        except NoReverseMatch:
+            return redirect(reverse("topics") + "?" + urlencode({"trace": value}))
+    if kind == "topic":
+        return redirect(reverse("topic", args=[value]))
+    return redirect(reverse("event", args=[value]))
