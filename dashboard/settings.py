@@ -131,7 +131,9 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "var" / "static"
+# Static files are served from the app folders (WHITENOISE_USE_FINDERS); set STATIC_ROOT
+# only to run collectstatic for a CDN or a separate web server.
+STATIC_ROOT = env_str("STATIC_ROOT", None)
 STATICFILES_DIRS = []
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
