@@ -31,6 +31,10 @@ The payload is always safe for PostgreSQL jsonb: no NUL character, no unpaired s
 nested at most `Rules.max_depth` deep; a payload that breaks one of these is left out (None) and the note
 says why. Labels (type, version, ...) have control characters replaced by U+FFFD and are cut to
 `Rules.max_label_length`.
+
+JSON is parsed with orjson when it is installed (several times faster), else with the json module; both
+give the same values except that orjson reads integers wider than 64 bits as floats (the raw bytes keep
+them exact).
 """
 
 from __future__ import annotations
@@ -55,8 +59,9 @@ FORMATS = ("gomicro-event", "gomicro-broker", "envelope", "cloudevents", "cloude
 @dataclass(frozen=True)
 class Rules:
     """Decoding rules (edited in the admin). Header names are matched case-insensitively; field paths are
-    dotted keys into a JSON object payload (``meta.type``). Constructing Rules validates the patterns and
-    raises ValueError, so a form can check an operator's edit by building one."""
+    dotted keys into a JSON object payload (``meta.type``). Constructing Rules validates and compiles the
+    patterns once (build one per change of the rules, not per message) and raises ValueError, so a form
+    can check an operator's edit by building one."""
 
     version_headers: tuple[str, ...] = (
         "version", "event-version", "x-event-version", "Micro-Version", "schema-version", "x-schema-version",
@@ -267,7 +272,7 @@ def _decode(subject, headers, data, rules):
         notes.append("empty message")
         return _finish(_Draft("raw", notes), hdrs, subject, rules)
     try:
-        doc, suspicious = _loads(data, rules)
+        doc, origin = _loads(data)
     except UnicodeDecodeError as exc:
         notes.append(f"not UTF-8 text ({exc.reason} at byte {exc.start})")
         return _finish(_Draft("raw", notes), hdrs, subject, rules)
@@ -279,27 +284,27 @@ def _decode(subject, headers, data, rules):
         return _finish(_Draft("text", notes), hdrs, subject, rules)
     if type(doc) is dict:
         if "specversion" in doc:
-            draft = _cloudevents(doc, suspicious, notes, rules)
+            draft = _cloudevents(doc, origin, notes, rules)
         elif "Payload" in doc and ("Topic" in doc or "ID" in doc):
             draft = _gomicro_event(doc, notes, rules)
         elif "Header" in doc and "Body" in doc:
             draft = _gomicro_broker(doc, notes, rules)
         elif "body" in doc and ("type" in doc or "version" in doc):
-            draft = _envelope(doc, suspicious, notes, rules)
+            draft = _envelope(doc, origin, notes, rules)
         else:
             draft = _Draft("json", notes)
-            draft.payload = _checked(doc, suspicious, "payload", notes, rules)
+            draft.payload = _checked(doc, origin, "payload", notes, rules)
     else:
         draft = _Draft("json", notes)
-        draft.payload = _checked(doc, suspicious, "payload", notes, rules)
+        draft.payload = _checked(doc, origin, "payload", notes, rules)
     return _finish(draft, hdrs, subject, rules)
 
 
-def _loads(raw: bytes, rules):
-    """Parse JSON bytes into (value, suspicious); raises UnicodeDecodeError, ValueError or _TooDeep.
+def _loads(raw: bytes):
+    """Parse JSON bytes into (value, origin); raises UnicodeDecodeError, ValueError or _TooDeep.
 
-    Suspicious means the value may hold something jsonb refuses or nest deeper than max_depth, so it must
-    be walked; cheap byte checks spare the walk almost always. orjson parses first because it is several
+    origin is what `_checked` needs to tell cheaply whether a payload from this value is safe for jsonb:
+    the bytes themselves, or None when the value must be walked. orjson parses first because it is several
     times faster; whatever it refuses (lone surrogates, NaN, 1e400, nesting past 1024, invalid JSON) goes
     through the standard library, which parses the acceptable cases and words the error for the others.
     """
@@ -311,22 +316,17 @@ def _loads(raw: bytes, rules):
         except orjson.JSONDecodeError:
             pass
         else:
-            # orjson refuses lone surrogates, NaN and Infinity itself, so only NUL and depth remain.
-            return value, b"\\u0000" in raw or _maybe_deep(raw, rules.max_depth)
+            return value, raw
     text = raw.decode("utf-8")
     try:
         try:
             value = _strict_loads(text)
         except _NonFinite:
-            return json.loads(text), True  # parse again for the structure; the walk finds the bad number
+            return json.loads(text), None  # parse again for the structure; the walk finds the bad number
     except RecursionError:
         raise _TooDeep from None
-    suspicious = b"\\u0000" in raw or b"\\ud" in raw or b"\\uD" in raw or _maybe_deep(raw, rules.max_depth)
-    return value, suspicious
-
-
-def _maybe_deep(raw, max_depth):
-    return len(raw) > max_depth and raw.count(b"[") + raw.count(b"{") > max_depth
+    # Only escapes can put a lone surrogate in text that decoded as UTF-8; orjson refuses them, json not.
+    return value, None if b"\\ud" in raw or b"\\uD" in raw else raw
 
 
 def _jsonb_problem(value, max_depth):
@@ -360,8 +360,12 @@ def _unsafe_char(char):
     return "holds an unpaired surrogate, which is not valid Unicode"
 
 
-def _checked(value, suspicious, what, notes, rules):
-    if suspicious:
+def _checked(value, origin, what, notes, rules):
+    """The value if jsonb can store it, else None and a note. Byte checks on the JSON it came from spare
+    the walk almost always: NUL can only come from a \\u0000 escape, and deep nesting needs many brackets."""
+    max_depth = rules.max_depth
+    if origin is None or b"\\u0000" in origin or (
+            len(origin) > max_depth and origin.count(b"[") + origin.count(b"{") > max_depth):
         problem = _jsonb_problem(value, rules.max_depth)
         if problem:
             notes.append(f"{what} not stored: it {problem}")
@@ -377,12 +381,12 @@ def _bytes_payload(raw, what, content_type, notes, rules):
     textual = ctype.startswith("text/")
     # octet-stream says nothing about the bytes, so they are tried like bytes without a content type.
     if ctype and not textual and "json" not in ctype and ctype != "application/octet-stream":
-        notes.append(f"{what} is {ctype} ({len(raw)} bytes), not decoded")
+        notes.append(f"{what} is {ctype[:100]} ({len(raw)} bytes), not decoded")
         return None
     if not textual:
         try:
-            value, suspicious = _loads(raw, rules)
-            return _checked(value, suspicious, what, notes, rules)
+            value, origin = _loads(raw)
+            return _checked(value, origin, what, notes, rules)
         except UnicodeDecodeError:
             notes.append(f"{what} is {len(raw)} bytes of binary data, not UTF-8")
             return None
@@ -396,7 +400,7 @@ def _bytes_payload(raw, what, content_type, notes, rules):
     except UnicodeDecodeError:
         notes.append(f"{what} is {len(raw)} bytes of binary data, not UTF-8")
         return None
-    return _checked(text, True, what, notes, rules)
+    return _checked(text, None, what, notes, rules)
 
 
 def _base64_payload(value, what, content_type, notes, rules):
@@ -441,7 +445,7 @@ def _gomicro_broker(doc, notes, rules):
     return draft
 
 
-def _envelope(doc, suspicious, notes, rules):
+def _envelope(doc, origin, notes, rules):
     draft = _Draft("envelope", notes)
     draft.type = _label(doc.get("type"), "type", notes, rules)
     draft.version = _label(doc.get("version"), "version", notes, rules, numbers=True)
@@ -457,7 +461,7 @@ def _envelope(doc, suspicious, notes, rules):
     if type(body) is str:
         body = _string_body(body, notes, rules)
     else:
-        body = _checked(body, suspicious, "body", notes, rules)
+        body = _checked(body, origin, "body", notes, rules)
     draft.payload = body
     return draft
 
@@ -467,8 +471,8 @@ def _string_body(body, notes, rules):
     start = body.lstrip()[:1]
     if start == "{" or start == "[":
         try:
-            value, suspicious = _loads(body.encode("utf-8"), rules)
-            return _checked(value, suspicious, "body", notes, rules)
+            value, origin = _loads(body.encode("utf-8"))
+            return _checked(value, origin, "body", notes, rules)
         except (ValueError, _TooDeep):  # UnicodeEncodeError (a lone surrogate) is a ValueError too
             pass
     elif len(body) >= 4 and len(body) % 4 == 0:
@@ -478,18 +482,18 @@ def _string_body(body, notes, rules):
             raw = b""
         if raw[:1] in (b"{", b"["):
             try:
-                value, suspicious = _loads(raw, rules)
-                return _checked(value, suspicious, "body", notes, rules)
+                value, origin = _loads(raw)
+                return _checked(value, origin, "body", notes, rules)
             except (ValueError, _TooDeep):
                 pass
-    return _checked(body, True, "body", notes, rules)
+    return _checked(body, None, "body", notes, rules)
 
 
 def _cloudevents_common(attrs, draft, rules):
     notes = draft.notes
     spec = attrs.get("specversion")
     if spec != "1.0":
-        notes.append(f"specversion {_short(spec)} is not 1.0; read as 1.0")
+        notes.append(f'specversion {_short(spec)} is not "1.0"; read as 1.0')
     for required in ("id", "source", "type"):
         if attrs.get(required) is None:
             notes.append(f"CloudEvent without {required}")
@@ -504,13 +508,13 @@ def _cloudevents_common(attrs, draft, rules):
     draft.trace_maps.append(attrs)
 
 
-def _cloudevents(doc, suspicious, notes, rules):
+def _cloudevents(doc, origin, notes, rules):
     draft = _Draft("cloudevents", notes)
     _cloudevents_common(doc, draft, rules)
     if "data" in doc:
         if "data_base64" in doc:
             notes.append("both data and data_base64; data used")
-        draft.payload = _checked(doc["data"], suspicious, "data", notes, rules)
+        draft.payload = _checked(doc["data"], origin, "data", notes, rules)
     elif "data_base64" in doc:
         draft.payload = _base64_payload(doc["data_base64"], "data_base64", doc.get("datacontenttype"), notes, rules)
     return draft
@@ -560,13 +564,13 @@ def _finish(draft, hdrs, subject, rules):
         if match:
             if "type" in match.re.groupindex and match["type"]:
                 type_ = match["type"]
-            version = version or match["version"]
+            version = version or match["version"] or None
     if version is None:
         schema = draft.schema or _found(found, "schema", notes, rules, False)
         if schema is not None:
             match = rules._schema.search(schema)
             if match:
-                version = match["version"]
+                version = match["version"] or None
     if version is not None and len(version) > 1 and version[0] in "vV" and version[1].isdigit():
         version = version[1:]
 
@@ -618,14 +622,19 @@ def _found(found, what, notes, rules, numbers):
 
 
 def _from_payload(payload, paths, notes, rules, numbers):
+    """The first usable label among payload fields. They are the user's data, not an envelope: a field of
+    another type is simply not the one meant, so it is skipped without a note."""
     if payload is None:
         return None
     for path in paths:
         value = payload
         for step in path:
             value = value.get(step) if type(value) is dict else None
-        if value is not None:
-            return _label(value, f"payload field {'.'.join(path)}", notes, rules, numbers)
+        kind = type(value)
+        if kind is str or (numbers and (kind is int or kind is float)):
+            label = _label(value, f"payload field {'.'.join(path)}", notes, rules, numbers)
+            if label is not None:
+                return label
     return None
 
 
@@ -715,4 +724,5 @@ def _short(value, limit=40):
 
 
 def _clean_note(note):
-    return _JSONB_UNSAFE.sub("\ufffd", note)[:2000]
+    # Notes quote what came in (a content type, an exception message): keep them printable and bounded.
+    return _CONTROL.sub("\ufffd", note)[:2000]

@@ -4,7 +4,7 @@ from datetime import timedelta
 from django.db import connection
 from django.utils import timezone
 
-from collector.models import CollectorHeartbeat, Event, Topic
+from collector.models import CollectorHeartbeat, Event, PrunedRange, Topic
 
 
 def overview(window):
@@ -66,3 +66,201 @@ def find(query):
     if Topic.objects.filter(name=query).exists():
         return ("topic", query)
     return None
+
+
+# --- topics --------------------------------------------------------------------
+
+TOPIC_SORTS = {
+    "name": "t.name ASC",
+    "count": "count DESC, t.name ASC",
+    "bytes": "bytes DESC, t.name ASC",
+    "errors": "errors DESC, t.name ASC",
+    "last_seen": "t.last_seen DESC, t.name ASC",
+}
+TOPIC_PAGE = 500
+SPARK_POINTS = 30
+
+
+def topics(window, sort="count", query="", broker=None, after=None, limit=TOPIC_PAGE):
+    """Topics with their traffic in the window, from the per-minute rollup (never the
+    raw events). Sorted by name they page by keyset (`after` = last name shown)."""
+    sort = sort if sort in TOPIC_SORTS else "count"
+    where, params = ["TRUE"], {"start": _minute(window.start), "end": window.end, "limit": limit + 1}
+    if query:
+        where.append("t.name ILIKE %(query)s")
+        params["query"] = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    if broker:
+        where.append("b.name = %(broker)s")
+        params["broker"] = broker
+    if after and sort == "name":
+        where.append("t.name > %(after)s")
+        params["after"] = after
+    sql = f"""
+        SELECT t.name, t.stream, t.best_effort, t.first_seen, t.last_seen, b.name,
+               coalesce(r.count, 0) AS count, coalesce(r.bytes, 0) AS bytes, coalesce(r.errors, 0) AS errors,
+               coalesce(r.producers, '{{}}')
+        FROM collector_topic t
+        JOIN collector_broker b ON b.id = t.broker_id
+        LEFT JOIN (
+            SELECT broker_id, subject, sum(count) AS count, sum(bytes) AS bytes, sum(errors) AS errors,
+                   array_agg(DISTINCT producer) FILTER (WHERE producer <> '') AS producers
+            FROM collector_eventrollup
+            WHERE minute >= %(start)s AND minute < %(end)s
+            GROUP BY 1, 2
+        ) r ON r.broker_id = t.broker_id AND r.subject = t.name
+        WHERE {' AND '.join(where)}
+        ORDER BY {TOPIC_SORTS[sort]}
+        LIMIT %(limit)s
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    seconds = max(window.seconds, 1)
+    result = [
+        {"name": r[0], "stream": r[1], "best_effort": r[2], "first_seen": r[3], "last_seen": r[4], "broker": r[5],
+         "count": r[6], "bytes": r[7], "errors": r[8], "producers": sorted(r[9]), "rate": r[6] / seconds}
+        for r in rows
+    ]
+    _attach_sparklines(result, window)
+    return result, more
+
+
+def _minute(moment):
+    return moment.replace(second=0, microsecond=0)
+
+
+def _attach_sparklines(topics_, window):
+    """Counts per bucket (SPARK_POINTS over the window) for the topics shown."""
+    if not topics_:
+        return
+    start = _minute(window.start)
+    span = max((window.end - start).total_seconds(), 60)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT subject, least(floor(extract(epoch FROM minute - %s) / %s * %s)::int, %s - 1), sum(count)
+            FROM collector_eventrollup
+            WHERE subject = ANY(%s) AND minute >= %s AND minute < %s
+            GROUP BY 1, 2
+            """,
+            [start, span, SPARK_POINTS, SPARK_POINTS, [t["name"] for t in topics_], start, window.end],
+        )
+        buckets = {}
+        for subject, bucket, count in cursor.fetchall():
+            buckets.setdefault(subject, [0] * SPARK_POINTS)[max(bucket, 0)] += count
+    for topic in topics_:
+        topic["spark"] = buckets.get(topic["name"], [0] * SPARK_POINTS)
+
+
+def topic(name, broker=None):
+    found = Topic.objects.select_related("broker").filter(name=name)
+    if broker:
+        found = found.filter(broker__name=broker)
+    return found.order_by("broker__name").first()
+
+
+def topic_facets(name, window):
+    """Types, versions and producers seen on a topic in the window, for the filter menus."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT type, version, producer, sum(count) FROM collector_eventrollup
+            WHERE subject = %s AND minute >= %s AND minute < %s GROUP BY 1, 2, 3 ORDER BY 4 DESC
+            """,
+            [name, _minute(window.start), window.end],
+        )
+        rows = cursor.fetchall()
+    return {
+        "types": sorted({r[0] for r in rows if r[0]}),
+        "versions": sorted({r[1] for r in rows if r[1]}),
+        "producers": sorted({r[2] for r in rows if r[2]}),
+    }
+
+
+# --- events --------------------------------------------------------------------
+
+EVENT_PAGE = 50
+LIST_FIELDS = ["id", "ts", "subject", "stream", "seq", "size", "format", "event_id", "type", "version", "producer",
+               "key", "trace_id", "note", "truncated", "headers"]
+
+
+class BadFilter(ValueError):
+    pass
+
+
+def encode_cursor(event):
+    return f"{event.ts.timestamp():.6f}_{event.id}"
+
+
+def decode_cursor(text):
+    try:
+        seconds, ident = text.split("_")
+        from datetime import datetime, timezone
+
+        return datetime.fromtimestamp(float(seconds), timezone.utc), int(ident)
+    except (ValueError, OverflowError):
+        raise BadFilter(f"bad page cursor {text!r}") from None
+
+
+def events(window, subject=None, filters=None, before=None, after=None, limit=EVENT_PAGE):
+    """Newest first, keyset-paginated on (ts, id): `before`/`after` are cursors of the
+    last/first row of the current page. Filters: type, version, producer, key, trace,
+    header (`k=v`), path + equals (JSON path into the payload), contains (raw bytes)."""
+    filters = filters or {}
+    qs = Event.objects.filter(ts__gte=window.start, ts__lt=window.end)
+    if subject is not None:
+        qs = qs.filter(subject=subject)
+    for field in ("type", "version", "producer", "key"):
+        if filters.get(field):
+            qs = qs.filter(**{field: filters[field]})
+    if filters.get("trace"):
+        qs = qs.filter(trace_id=filters["trace"].strip().lower().rjust(32, "0"))
+    if filters.get("header"):
+        name, sep, value = filters["header"].partition("=")
+        if not sep or not name.strip():
+            raise BadFilter("header filter must look like name=value")
+        qs = qs.extra(where=["EXISTS (SELECT 1 FROM jsonb_each_text(collector_event.headers) h "
+                             "WHERE lower(h.key) = lower(%s) AND h.value = %s)"], params=[name.strip(), value.strip()])
+    if filters.get("path"):
+        path = [part for part in filters["path"].strip().lstrip("$").strip(".").split(".") if part]
+        if not path:
+            raise BadFilter("path must name a field, like customer.id")
+        qs = qs.extra(where=["collector_event.payload #>> %s = %s"], params=[path, filters.get("equals", "")])
+    if filters.get("contains"):
+        qs = qs.extra(where=["position(%s::bytea in collector_event.raw) > 0"],
+                      params=[filters["contains"].encode()])
+    ascending = False
+    if before:
+        ts, ident = decode_cursor(before)
+        qs = qs.extra(where=["(collector_event.ts, collector_event.id) < (%s, %s)"], params=[ts, ident])
+    elif after:
+        ts, ident = decode_cursor(after)
+        qs = qs.extra(where=["(collector_event.ts, collector_event.id) > (%s, %s)"], params=[ts, ident])
+        ascending = True
+    order = ["ts", "id"] if ascending else ["-ts", "-id"]
+    rows = list(qs.only(*LIST_FIELDS).order_by(*order)[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if ascending:
+        rows.reverse()
+    return rows, more
+
+
+def event(ident):
+    return Event.objects.filter(id=ident).first()
+
+
+def expired(table, ident):
+    """When a row with this id was dropped by retention, or None."""
+    return (PrunedRange.objects.filter(table=table, min_id__lte=ident, max_id__gte=ident)
+            .order_by("-pruned_at").first())
+
+
+def neighbours(event_):
+    """The previous and next message on the same subject."""
+    base = Event.objects.filter(subject=event_.subject, broker_id=event_.broker_id).only("id", "ts")
+    older = base.extra(where=["(ts, id) < (%s, %s)"], params=[event_.ts, event_.id]).order_by("-ts", "-id").first()
+    newer = base.extra(where=["(ts, id) > (%s, %s)"], params=[event_.ts, event_.id]).order_by("ts", "id").first()
+    return older, newer

@@ -50,6 +50,7 @@ class Collector:
         self.adapter = NatsAdapter(broker.url, self.queue.put, settings.NATS_CREDS, settings.NATS_TLS_CA)
         self.started = datetime.now(timezone.utc)
         self.stop = asyncio.Event()
+        self.listening = False  # subscribed to everything it taps
 
     # --- the pieces tests call directly -------------------------------------------
 
@@ -152,6 +153,7 @@ class Collector:
         if not await self.adapter.connect(stop):
             return
         await self.adapter.start()
+        self.listening = True
         beat = asyncio.create_task(self._heartbeat(stop))
         try:
             while not stop.is_set():
@@ -171,6 +173,7 @@ class Collector:
             await self.adapter.close()
             if self.conn is not None:
                 await self.conn.close()
+            await sync_to_async(_close_django_connections)()
 
     async def _heartbeat(self, stop):
         while not stop.is_set():
@@ -198,6 +201,12 @@ class Collector:
         CollectorHeartbeat.objects.update_or_create(
             name=self.name, defaults={"started": self.started, "beat": dj_timezone.now(), "counters": counters}
         )
+
+
+def _close_django_connections():
+    from django.db import connections
+
+    connections.close_all()
 
 
 def _clean_headers(headers):

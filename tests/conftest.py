@@ -92,3 +92,92 @@ def browser_login(page, live_server, username, password):
     page.fill("#id_password", password)
     page.click("button[type=submit]")
     page.wait_for_load_state()
+
+
+class RunningCollector:
+    """A collector running in a thread with its own event loop, as `manage.py collect` runs it."""
+
+    def __init__(self, **options):
+        import asyncio
+        import threading
+
+        from collector.service import Collector, load_configuration
+
+        broker, rules, scope, max_payload = load_configuration()
+        options.setdefault("max_payload", max_payload)
+        self.collector = Collector(broker, rules=rules, scope=scope, **options)
+        self.loop = asyncio.new_event_loop()
+        self.stop_event = None
+        ready = threading.Event()
+
+        def run():
+            asyncio.set_event_loop(self.loop)
+            self.stop_event = asyncio.Event()
+            ready.set()
+            self.loop.run_until_complete(self.collector.run(self.stop_event))
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        ready.wait(5)
+        wait_until(lambda: self.collector.listening, 20, "the collector to subscribe")
+
+    def wait_until_observing(self, stream, timeout=10):
+        wait_until(lambda: stream in self.collector.adapter.streams, timeout, f"observing {stream}")
+
+    def stop(self):
+        self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(20)
+        assert not self.thread.is_alive(), "collector did not stop"
+
+
+def wait_until(condition, timeout=15, what="condition"):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def run_collector(transactional_db):
+    started = []
+
+    def start(**options):
+        running = RunningCollector(**options)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop()
+
+
+def nats_publish(url, messages, stream=None, subjects=None, retention=None):
+    """Publish [(subject, data, headers)] through JetStream (creating `stream`) or core NATS."""
+    import asyncio
+
+    import nats
+    from nats.js import api
+
+    async def go():
+        nc = await nats.connect(url)
+        js = nc.jetstream()
+        if stream:
+            config = api.StreamConfig(name=stream, subjects=subjects,
+                                      retention=retention or api.RetentionPolicy.LIMITS)
+            await js.add_stream(config)
+        acks = []
+        for subject, data, headers in messages:
+            if stream:
+                acks.append(await js.publish(subject, data, headers=headers))
+            else:
+                await nc.publish(subject, data, headers=headers)
+        await nc.flush()
+        await nc.close()
+        return acks
+
+    return asyncio.run(go())

@@ -5,6 +5,7 @@ The adapter only turns the bus into `RawMessage`s and acks them when told; it kn
 nothing of decoding or storage.
 """
 import asyncio
+import json
 import logging
 import os
 import time
@@ -72,6 +73,7 @@ class NatsAdapter:
         self.js = None
         self.streams = {}
         self.core_seq = time.time_ns() // 1000
+        self.stream_subjects = {}  # core subject -> (a stream stores it, checked at)
         self.counters = {"slow_consumer": 0, "reconnects": 0}
         self._tasks = []
 
@@ -132,6 +134,7 @@ class NatsAdapter:
 
     async def _on_stream_advisory(self, msg):
         if ".STREAM.CREATED." in msg.subject or ".STREAM.DELETED." in msg.subject or ".STREAM.UPDATED." in msg.subject:
+            self.stream_subjects.clear()
             await self.discover()
 
     async def discover(self):
@@ -196,6 +199,28 @@ class NatsAdapter:
     def _stream_captures(self, subject):
         return any(state.observed and any_match(state.subjects, subject) for state in self.streams.values())
 
+    async def _stored_by_a_stream(self, subject):
+        """Whether a stream we observe stores `subject`. A stream made a moment ago may not
+        be discovered yet, so an unknown subject is asked of the server once (and cached),
+        which keeps a stream publish from being stored twice."""
+        if self._stream_captures(subject):
+            return True
+        known = self.stream_subjects.get(subject)
+        if known is not None and time.monotonic() - known[1] < DISCOVERY_SECONDS:
+            return known[0]
+        try:
+            reply = await self.nc.request("$JS.API.STREAM.NAMES", json.dumps({"subject": subject}).encode(), timeout=2)
+            names = json.loads(reply.data).get("streams") or []
+        except (nats.errors.Error, asyncio.TimeoutError, ValueError):
+            names = []
+        if any(name not in self.streams for name in names):
+            await self.discover()
+        captured = any(self.streams.get(name) is not None and self.streams[name].observed for name in names)
+        if len(self.stream_subjects) > 100_000:
+            self.stream_subjects.clear()
+        self.stream_subjects[subject] = (captured, time.monotonic())
+        return captured
+
     async def _on_stream(self, msg):
         if not msg.reply or not msg.reply.startswith("$JS.ACK."):
             return  # flow control or heartbeat
@@ -204,8 +229,12 @@ class NatsAdapter:
         await self.deliver(RawMessage(msg.subject, stream, seq, ts, now, msg.headers, msg.data, msg.reply))
 
     async def _on_core(self, msg):
+        if msg.reply.startswith("$JS.ACK."):
+            # A JetStream delivery to some consumer: the server names it by the message's
+            # original subject, so the `>` tap sees it too. It is stored from its stream.
+            return
         subject = msg.subject
-        if subject.startswith(IGNORED_PREFIXES) or self._stream_captures(subject):
+        if subject.startswith(IGNORED_PREFIXES) or await self._stored_by_a_stream(subject):
             return  # a stream publish is stored once, from the stream
         now = datetime.now(timezone.utc)
         self.core_seq += 1
@@ -236,3 +265,22 @@ class NatsAdapter:
             task.cancel()
         if self.nc is not None and not self.nc.is_closed:
             await self.nc.close()
+
+
+async def publish(url, subject, headers, data, timeout=5.0):
+    """Publish one message; through JetStream when a stream captures the subject (so
+    `Nats-Msg-Id` deduplicates), else on core NATS. Returns a one-line outcome."""
+    nc = await nats.connect(url.split(","), connect_timeout=timeout, max_reconnect_attempts=0, allow_reconnect=False)
+    try:
+        js = nc.jetstream(timeout=timeout)
+        try:
+            ack = await js.publish(subject, data, headers=headers or None, timeout=timeout)
+        except nats.js.errors.NoStreamResponseError:
+            await nc.publish(subject, data, headers=headers or None)
+            await nc.flush(timeout)
+            return "published on core NATS (no stream captures this subject)"
+        if ack.duplicate:
+            return f"already in stream {ack.stream} at sequence {ack.seq} (duplicate suppressed)"
+        return f"stored in stream {ack.stream} at sequence {ack.seq}"
+    finally:
+        await nc.close()

@@ -19,7 +19,7 @@ def search(request):
         try:
             return redirect(reverse("trace", args=[value]))
         except NoReverseMatch:
-            return redirect(reverse("topics") + "?" + urlencode({"trace": value}))
+            return redirect(reverse("events") + "?" + urlencode({"trace": value, "last": "7d"}))
     if kind == "topic":
         return redirect(reverse("topic", args=[value]))
     return redirect(reverse("event", args=[value]))
