@@ -12,7 +12,7 @@ def overview(window):
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT coalesce(sum(count), 0), coalesce(sum(bytes), 0), coalesce(sum(errors), 0),
+            SELECT coalesce(sum(count), 0)::bigint, coalesce(sum(bytes), 0)::bigint, coalesce(sum(errors), 0)::bigint,
                    count(DISTINCT subject), count(DISTINCT nullif(producer, ''))
             FROM collector_eventrollup WHERE minute >= %s AND minute < %s
             """,
@@ -102,7 +102,8 @@ def topics(window, sort="count", query="", broker=None, after=None, limit=TOPIC_
         FROM collector_topic t
         JOIN collector_broker b ON b.id = t.broker_id
         LEFT JOIN (
-            SELECT broker_id, subject, sum(count) AS count, sum(bytes) AS bytes, sum(errors) AS errors,
+            SELECT broker_id, subject, sum(count)::bigint AS count, sum(bytes)::bigint AS bytes,
+                   sum(errors)::bigint AS errors,
                    array_agg(DISTINCT producer) FILTER (WHERE producer <> '') AS producers
             FROM collector_eventrollup
             WHERE minute >= %(start)s AND minute < %(end)s
@@ -140,7 +141,7 @@ def _attach_sparklines(topics_, window):
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT subject, least(floor(extract(epoch FROM minute - %s) / %s * %s)::int, %s - 1), sum(count)
+            SELECT subject, least(floor(extract(epoch FROM minute - %s) / %s * %s)::int, %s - 1), sum(count)::bigint
             FROM collector_eventrollup
             WHERE subject = ANY(%s) AND minute >= %s AND minute < %s
             GROUP BY 1, 2
@@ -166,7 +167,7 @@ def topic_facets(name, window):
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT type, version, producer, sum(count) FROM collector_eventrollup
+            SELECT type, version, producer, sum(count)::bigint FROM collector_eventrollup
             WHERE subject = %s AND minute >= %s AND minute < %s GROUP BY 1, 2, 3 ORDER BY 4 DESC
             """,
             [name, _minute(window.start), window.end],

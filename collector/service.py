@@ -22,6 +22,7 @@ from collector import decoders, store
 from collector.adapters.nats import NatsAdapter
 from collector.db import conninfo
 from collector.metrics import Metrics
+from collector.rulebook import RuleBook
 from collector.subjects import Scope, parse_patterns
 
 log = logging.getLogger("eventscope.collector")
@@ -39,7 +40,7 @@ class Abandoned(Exception):
 class Collector:
     def __init__(self, broker, rules=None, scope=None, max_payload=1024 * 1024, metrics=None, name=None):
         self.broker = broker  # collector.models.Broker
-        self.rules = rules or decoders.DEFAULT_RULES
+        self.rules = rules or RuleBook()
         self.scope = scope or Scope()
         self.max_payload = max_payload
         self.metrics = metrics or Metrics()
@@ -59,7 +60,7 @@ class Collector:
         data = message.data or b""
         kept, truncated, digest = store.cap_payload(data, self.max_payload)
         headers = _clean_headers(message.headers)
-        decoded = decoders.decode(message.subject, headers, data, self.rules)
+        decoded = decoders.decode(message.subject, headers, data, self.rules.for_subject(message.subject))
         payload, note = decoded.payload, decoded.note
         if truncated:
             payload = None
@@ -181,6 +182,8 @@ class Collector:
                 lag = await self.adapter.observer_lag()
                 self.metrics.lag.set(lag)
                 await sync_to_async(self.write_heartbeat)(lag)
+                # Operators edit rules and scope in the admin while this runs.
+                _, self.rules, self.scope, self.max_payload = await sync_to_async(load_configuration)()
             except Exception as error:  # a missed heartbeat is logged, the next one tries again
                 log.warning("heartbeat failed: %s", error)
             try:
@@ -225,6 +228,5 @@ def load_configuration():
     )
     runtime = RuntimeSettings.load()
     scope = Scope(parse_patterns(runtime.include_subjects), parse_patterns(runtime.exclude_subjects))
-    rules = decoders.rules_from_db(DecodingRule.objects.filter(enabled=True)) if hasattr(
-        decoders, "rules_from_db") else decoders.DEFAULT_RULES
+    rules = RuleBook(DecodingRule.objects.filter(enabled=True))
     return broker, rules, scope, runtime.max_payload_bytes
