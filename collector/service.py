@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from datetime import datetime, timezone
 
 import psycopg
@@ -22,6 +23,7 @@ from collector import decoders, store
 from collector.adapters.nats import NatsAdapter
 from collector.db import conninfo
 from collector.metrics import Metrics
+from collector.retention import prune
 from collector.rulebook import RuleBook
 from collector.subjects import Scope, parse_patterns
 
@@ -52,6 +54,7 @@ class Collector:
         self.started = datetime.now(timezone.utc)
         self.stop = asyncio.Event()
         self.listening = False  # subscribed to everything it taps
+        self.next_prune = time.monotonic() + 60
 
     # --- the pieces tests call directly -------------------------------------------
 
@@ -184,6 +187,12 @@ class Collector:
                 await sync_to_async(self.write_heartbeat)(lag)
                 # Operators edit rules and scope in the admin while this runs.
                 _, self.rules, self.scope, self.max_payload = await sync_to_async(load_configuration)()
+                if time.monotonic() >= self.next_prune:
+                    # Retention as a side effect of normal work: whole partitions, once an hour.
+                    self.next_prune = time.monotonic() + 3600
+                    dropped = await sync_to_async(prune)()
+                    if dropped:
+                        log.info("retention dropped %s", ", ".join(dropped))
             except Exception as error:  # a missed heartbeat is logged, the next one tries again
                 log.warning("heartbeat failed: %s", error)
             try:
