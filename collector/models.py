@@ -217,3 +217,7 @@ class AuditEntry(models.Model):
 
     def __str__(self):
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.user} {self.action} {self.target}"
+
+
+from collector.models_dlq import *  # noqa: E402,F401,F403  (dead letters)
+from collector.models_traces import *  # noqa: E402,F401,F403  (spans and traces)

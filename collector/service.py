@@ -54,6 +54,8 @@ class Collector:
         self.started = datetime.now(timezone.utc)
         self.stop = asyncio.Event()
         self.listening = False  # subscribed to everything it taps
+        self.after_commit = []  # async callables(collector, rows) run after each commit, before the ack
+        self.extensions = []  # async callables(collector, stop) started beside the loop (span receivers ...)
         self.next_prune = time.monotonic() + 60
 
     # --- the pieces tests call directly -------------------------------------------
@@ -76,9 +78,8 @@ class Collector:
             trace_id=decoded.trace_id, span_id=decoded.span_id, payload=payload, note=note,
         )
 
-    async def store_batch(self, messages):
-        """Decode and commit `messages`, retrying until the database takes them; then ack.
-        Returns how many rows were new."""
+    def decode_batch(self, messages):
+        """Rows for the messages inside the capture scope."""
         rows = []
         for message in messages:
             if not self.scope.captures(message.subject):
@@ -87,11 +88,22 @@ class Collector:
             if row.note:
                 self.metrics.decode_errors.inc()
             rows.append(row)
+        return rows
+
+    async def commit_batch(self, messages, rows):
+        """Commit `rows`, retrying until the database takes them; then ack `messages`.
+        Returns how many rows were new."""
         inserted = await self._write_until_stored(rows)
+        for hook in self.after_commit:
+            # Extensions (dead letters ...) see each committed batch before it is acked.
+            await hook(self, rows)
         await self.adapter.ack(messages)
         self.metrics.stored.inc(inserted)
         self.metrics.duplicates.inc(len(rows) - inserted)
         return inserted
+
+    async def store_batch(self, messages):
+        return await self.commit_batch(messages, self.decode_batch(messages))
 
     async def _write_until_stored(self, rows):
         wait = 0.25
@@ -153,31 +165,50 @@ class Collector:
     # --- the loop -----------------------------------------------------------------
 
     async def run(self, stop):
+        """Two stages, so decoding the next batch overlaps the database writing this one:
+        the reader takes and decodes batches, the writer commits them in order and acks."""
         self.stop = stop
         if not await self.adapter.connect(stop):
             return
         await self.adapter.start()
+        extensions = [asyncio.create_task(start(self, stop)) for start in self.extensions]
         self.listening = True
+        decoded = asyncio.Queue(maxsize=2)
         beat = asyncio.create_task(self._heartbeat(stop))
+        writer = asyncio.create_task(self._write_loop(decoded))
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not writer.done():
                 getter = asyncio.create_task(self.next_batch())
                 stopper = asyncio.create_task(stop.wait())
-                done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({getter, stopper, writer}, return_when=asyncio.FIRST_COMPLETED)
                 stopper.cancel()
                 if getter not in done:
                     getter.cancel()
                     break
-                # A batch in hand is finished even when a stop arrives meanwhile.
-                await self.store_batch(getter.result())
+                batch = getter.result()
+                await decoded.put((batch, self.decode_batch(batch)))
+            # Batches in hand are finished even when a stop arrives meanwhile.
+            if not writer.done():
+                await decoded.put(None)
+            await writer
         except Abandoned:
             log.warning("stopped while the database was down; the last batch will be redelivered")
         finally:
             beat.cancel()
+            writer.cancel()
+            for task in extensions:
+                task.cancel()
             await self.adapter.close()
             if self.conn is not None:
                 await self.conn.close()
             await sync_to_async(_close_django_connections)()
+
+    async def _write_loop(self, decoded):
+        while True:
+            item = await decoded.get()
+            if item is None:
+                return
+            await self.commit_batch(*item)
 
     async def _heartbeat(self, stop):
         while not stop.is_set():

@@ -1,0 +1,3 @@
+"""The store's dead-letter tables."""
+
+__all__ = []

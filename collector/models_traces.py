@@ -1,0 +1,3 @@
+"""The store's trace tables: spans and trace summaries."""
+
+__all__ = []
