@@ -26,9 +26,10 @@ def die_with_parent():
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def port_is_free(port, host="127.0.0.1"):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def port_is_free(port, host="127.0.0.1", kind="tcp"):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM) as sock:
+        if kind == "tcp":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -36,14 +37,14 @@ def port_is_free(port, host="127.0.0.1"):
     return True
 
 
-def free_port(preferred=None, host="127.0.0.1"):
+def free_port(preferred=None, host="127.0.0.1", kind="tcp"):
     """`preferred` if nothing listens there, else the next free port above it; with no
     preference, any free port the kernel hands out."""
     if preferred:
         for port in range(preferred, preferred + 200):
-            if port_is_free(port, host):
+            if port_is_free(port, host, kind) and port_is_free(port, "0.0.0.0", kind):
                 return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
 

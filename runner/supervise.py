@@ -18,6 +18,16 @@ ROOT = Path(__file__).resolve().parent.parent
 VAR = Path(os.environ.get("EVENTSCOPE_VAR", ROOT / "var"))
 
 
+RECEIVER_PORTS = {
+    "JAEGER_AGENT_PORT": (6831, "udp"),
+    "JAEGER_BINARY_PORT": (6832, "udp"),
+    "JAEGER_HTTP_PORT": (14268, "tcp"),
+    "OTLP_HTTP_PORT": (4318, "tcp"),
+    "OTLP_GRPC_PORT": (4317, "tcp"),
+    "EVENTSCOPE_METRICS_PORT": (9464, "tcp"),
+}
+
+
 class Child:
     """One supervised process; restarted with growing waits if it dies on its own."""
 
@@ -112,6 +122,12 @@ def up(demo=False, no_demo=False):
         requested = int(env.get("EVENTSCOPE_HTTP_PORT") or 8000)
         port = servers.free_port(requested)
         env["EVENTSCOPE_HTTP_PORT"] = str(port)
+        for variable, (default, kind) in RECEIVER_PORTS.items():
+            # The standard port when it is free, else the next free one (the demo follows).
+            if not env.get(variable):
+                env[variable] = str(servers.free_port(default, kind=kind))
+                if env[variable] != str(default):
+                    print(f"Eventscope: {variable}={env[variable]} ({default} is taken)", flush=True)
         bin_dir = Path(python).parent
         children = [
             Child("web", [str(bin_dir / "daphne"), "-b", "127.0.0.1", "-p", str(port), "dashboard.asgi:application"],
