@@ -180,7 +180,17 @@ def nats_publish(url, messages, stream=None, subjects=None, retention=None):
         await nc.close()
         return acks
 
-    return asyncio.run(go())
+    return run_async(go())
+
+
+def run_async(coroutine):
+    """Run a coroutine to the end from sync test code, even where a browser driver already
+    runs an event loop in this thread."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 @pytest.fixture(autouse=True)
@@ -197,3 +207,14 @@ def _empty_partitioned_tables(request):
         django_db_blocker = request.getfixturevalue("django_db_blocker")
         with django_db_blocker.unblock(), connection.cursor() as cursor:
             cursor.execute("TRUNCATE collector_event")
+
+
+@pytest.fixture
+def celery_worker_thread(transactional_db):
+    """A real Celery worker (in a thread) on the real Redis broker."""
+    from celery.contrib.testing.worker import start_worker
+
+    from dashboard.celery import app
+
+    with start_worker(app, perform_ping_check=False, pool="solo", loglevel="WARNING", shutdown_timeout=10):
+        yield app

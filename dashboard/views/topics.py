@@ -96,6 +96,8 @@ def publish(request, name):
         raise PermissionDenied("Only operators publish messages")
     if RuntimeSettings.load().read_only:
         raise PermissionDenied("Eventscope is in read-only mode")
+    if readers.topic(name, request.POST.get("broker")) is None:
+        raise Http404(f"No topic {name!r} has been seen")
     back = reverse("topic", args=[name])
     try:
         headers = parse_headers(request.POST.get("headers", ""))
