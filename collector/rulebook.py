@@ -29,6 +29,10 @@ class RuleBook:
             self.entries.append((pattern, dataclasses.replace(decoders.DEFAULT_RULES, **changes)))
         self.cache = {}
 
+    def __getstate__(self):
+        # Sent to decode workers with every batch: without the per-subject cache.
+        return {"entries": self.entries, "cache": {}}
+
     def for_subject(self, subject):
         rules = self.cache.get(subject)
         if rules is None:

@@ -19,7 +19,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone as dj_timezone
 
-from collector import decoders, store
+from collector import decodepool, decoders, store
 from collector.adapters.nats import NatsAdapter
 from collector.db import conninfo
 from collector.metrics import Metrics
@@ -29,7 +29,7 @@ from collector.subjects import Scope, parse_patterns
 
 log = logging.getLogger("eventscope.collector")
 
-BATCH_MAX = 2000
+BATCH_MAX = 5000
 BATCH_WAIT = 0.05  # seconds to wait for a batch to fill once its first message arrived
 QUEUE_MAX = 20000
 HEARTBEAT_SECONDS = 5.0
@@ -40,7 +40,8 @@ class Abandoned(Exception):
 
 
 class Collector:
-    def __init__(self, broker, rules=None, scope=None, max_payload=1024 * 1024, metrics=None, name=None):
+    def __init__(self, broker, rules=None, scope=None, max_payload=1024 * 1024, metrics=None, name=None,
+                 decode_workers=0):
         self.broker = broker  # collector.models.Broker
         self.rules = rules or RuleBook()
         self.scope = scope or Scope()
@@ -54,18 +55,20 @@ class Collector:
         self.started = datetime.now(timezone.utc)
         self.stop = asyncio.Event()
         self.listening = False  # subscribed to everything it taps
+        self.decode_pool = decodepool.make_pool(decode_workers)
         self.after_commit = []  # async callables(collector, rows) run after each commit, before the ack
         self.extensions = []  # async callables(collector, stop) started beside the loop (span receivers ...)
         self.next_prune = time.monotonic() + 60
 
     # --- the pieces tests call directly -------------------------------------------
 
-    def to_row(self, message):
-        """Decode one raw message into a storable row. Pure apart from the settings it reads."""
+    def to_row(self, message, decoded=None):
+        """A storable row for one raw message (decoded here unless `decoded` is given)."""
         data = message.data or b""
         kept, truncated, digest = store.cap_payload(data, self.max_payload)
         headers = _clean_headers(message.headers)
-        decoded = decoders.decode(message.subject, headers, data, self.rules.for_subject(message.subject))
+        if decoded is None:
+            decoded = decoders.decode(message.subject, headers, data, self.rules.for_subject(message.subject))
         payload, note = decoded.payload, decoded.note
         if truncated:
             payload = None
@@ -78,17 +81,26 @@ class Collector:
             trace_id=decoded.trace_id, span_id=decoded.span_id, payload=payload, note=note,
         )
 
-    def decode_batch(self, messages):
+    def decode_batch(self, messages, decoded=None):
         """Rows for the messages inside the capture scope."""
         rows = []
-        for message in messages:
+        for index, message in enumerate(messages):
             if not self.scope.captures(message.subject):
                 continue
-            row = self.to_row(message)
+            row = self.to_row(message, decoded[index] if decoded is not None else None)
             if row.note:
                 self.metrics.decode_errors.inc()
             rows.append(row)
         return rows
+
+    async def decode_batch_elsewhere(self, messages):
+        """decode_batch with the decoding done in the worker process, when there is one."""
+        if self.decode_pool is None:
+            return self.decode_batch(messages)
+        items = [(m.subject, _clean_headers(m.headers), m.data or b"") for m in messages]
+        loop = asyncio.get_running_loop()
+        decoded = await loop.run_in_executor(self.decode_pool, decodepool.decode_many, self.rules, items)
+        return self.decode_batch(messages, decoded)
 
     async def commit_batch(self, messages, rows):
         """Commit `rows`, retrying until the database takes them; then ack `messages`.
@@ -173,7 +185,7 @@ class Collector:
         await self.adapter.start()
         extensions = [asyncio.create_task(start(self, stop)) for start in self.extensions]
         self.listening = True
-        decoded = asyncio.Queue(maxsize=2)
+        decoded = asyncio.Queue(maxsize=3)
         beat = asyncio.create_task(self._heartbeat(stop))
         writer = asyncio.create_task(self._write_loop(decoded))
         try:
@@ -186,7 +198,7 @@ class Collector:
                     getter.cancel()
                     break
                 batch = getter.result()
-                await decoded.put((batch, self.decode_batch(batch)))
+                await decoded.put((batch, await self.decode_batch_elsewhere(batch)))
             # Batches in hand are finished even when a stop arrives meanwhile.
             if not writer.done():
                 await decoded.put(None)
@@ -198,6 +210,8 @@ class Collector:
             writer.cancel()
             for task in extensions:
                 task.cancel()
+            if self.decode_pool is not None:
+                self.decode_pool.shutdown(cancel_futures=True)
             await self.adapter.close()
             if self.conn is not None:
                 await self.conn.close()

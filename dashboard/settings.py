@@ -44,6 +44,8 @@ JAEGER_BINARY_PORT = env_port("JAEGER_BINARY_PORT", 6832)
 JAEGER_HTTP_PORT = env_port("JAEGER_HTTP_PORT", 14268)
 OTLP_HTTP_PORT = env_port("OTLP_HTTP_PORT", 4318)
 OTLP_GRPC_PORT = env_port("OTLP_GRPC_PORT", 4317)
+# Processes that decode messages beside the collector's event loop (0: decode in the loop).
+EVENTSCOPE_DECODE_WORKERS = env_int("EVENTSCOPE_DECODE_WORKERS", 1, minimum=0, maximum=64)
 # The collector's heartbeat older than this marks it down on /healthz.
 COLLECTOR_STALE_SECONDS = env_int("COLLECTOR_STALE_SECONDS", 30, minimum=1)
 

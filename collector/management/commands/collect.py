@@ -25,7 +25,8 @@ class Command(BaseCommand):
             # The batch in hand is committed and acked before the process exits.
             loop.add_signal_handler(signum, stop.set)
         broker, rules, scope, max_payload = await sync_to_async(load_configuration)()
-        collector = Collector(broker, rules=rules, scope=scope, max_payload=max_payload)
+        collector = Collector(broker, rules=rules, scope=scope, max_payload=max_payload,
+                              decode_workers=settings.EVENTSCOPE_DECODE_WORKERS)
         collector.metrics.serve(settings.EVENTSCOPE_METRICS_PORT)
         log.info("collector %s starting on %s", collector.name, broker.display_url)
         await collector.run(stop)
