@@ -97,7 +97,7 @@ class Collector:
         """decode_batch with the decoding done in the worker process, when there is one."""
         if self.decode_pool is None:
             return self.decode_batch(messages)
-        items = [(m.subject, _clean_headers(m.headers), m.data or b"") for m in messages]
+        items = [(m.subject, m.headers, m.data or b"") for m in messages]
         loop = asyncio.get_running_loop()
         decoded = await loop.run_in_executor(self.decode_pool, decodepool.decode_many, self.rules, items)
         return self.decode_batch(messages, decoded)
@@ -270,6 +270,8 @@ def _clean_headers(headers):
     """Headers as stored: PostgreSQL's jsonb cannot hold NUL, so it is replaced."""
     if not headers:
         return None
+    if not any("\x00" in k or "\x00" in v for k, v in headers.items()):
+        return headers
     return {str(k).replace("\x00", "\ufffd"): str(v).replace("\x00", "\ufffd") for k, v in headers.items()}
 
 

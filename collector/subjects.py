@@ -31,6 +31,8 @@ class Scope:
         self.exclude = list(exclude)
 
     def captures(self, subject):
+        if not self.include and not self.exclude:
+            return True
         if self.include and not any_match(self.include, subject):
             return False
         return not any_match(self.exclude, subject)
