@@ -32,7 +32,21 @@ log = logging.getLogger("eventscope.collector")
 BATCH_MAX = 5000
 BATCH_WAIT = 0.05  # seconds to wait for a batch to fill once its first message arrived
 QUEUE_MAX = 20000
+WRITERS = 2
 HEARTBEAT_SECONDS = 5.0
+
+
+class StoreLink:
+    """One database connection of the writer, with the partitions it knows."""
+
+    def __init__(self):
+        self.conn = None
+        self.partitions = store.Partitions()
+
+    async def close(self):
+        if self.conn is not None:
+            await self.conn.close()
+        self.conn = None
 
 
 class Abandoned(Exception):
@@ -49,8 +63,7 @@ class Collector:
         self.metrics = metrics or Metrics()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.queue = asyncio.Queue(QUEUE_MAX)
-        self.conn = None
-        self.partitions = store.Partitions()
+        self.links = [StoreLink() for _ in range(WRITERS)]
         self.adapter = NatsAdapter(broker.url, self.queue.put, settings.NATS_CREDS, settings.NATS_TLS_CA)
         self.started = datetime.now(timezone.utc)
         self.stop = asyncio.Event()
@@ -102,10 +115,10 @@ class Collector:
         decoded = await loop.run_in_executor(self.decode_pool, decodepool.decode_many, self.rules, items)
         return self.decode_batch(messages, decoded)
 
-    async def commit_batch(self, messages, rows):
+    async def commit_batch(self, messages, rows, link=None):
         """Commit `rows`, retrying until the database takes them; then ack `messages`.
         Returns how many rows were new."""
-        inserted = await self._write_until_stored(rows)
+        inserted = await self._write_until_stored(rows, link or self.links[0])
         for hook in self.after_commit:
             # Extensions (dead letters ...) see each committed batch before it is acked.
             await hook(self, rows)
@@ -117,41 +130,39 @@ class Collector:
     async def store_batch(self, messages):
         return await self.commit_batch(messages, self.decode_batch(messages))
 
-    async def _write_until_stored(self, rows):
+    async def _write_until_stored(self, rows, link):
         wait = 0.25
         while True:
             try:
-                if self.conn is None or self.conn.closed:
-                    self.conn = await psycopg.AsyncConnection.connect(conninfo())
-                    await store.prepare(self.conn)
-                    self.partitions = store.Partitions()
+                if link.conn is None or link.conn.closed:
+                    link.conn = await psycopg.AsyncConnection.connect(conninfo())
+                    await store.prepare(link.conn)
+                    link.partitions = store.Partitions()
                 try:
-                    return await store.write_events(self.conn, rows, self.partitions)
+                    return await store.write_events(link.conn, rows, link.partitions)
                 except psycopg.DataError as error:
                     # One row the database refuses must not hold back the others.
                     log.warning("batch refused (%s); storing its rows one by one", error)
-                    return await self._write_one_by_one(rows)
+                    return await self._write_one_by_one(rows, link)
             except (psycopg.OperationalError, psycopg.InterfaceError) as error:
                 self.metrics.db_errors.inc()
                 if self.stop.is_set():
                     raise Abandoned() from error
                 log.warning("database write failed (%s); retrying in %.2f s, nothing acked", error, wait)
-                if self.conn is not None:
-                    await self.conn.close()
-                self.conn = None
+                await link.close()
                 await asyncio.sleep(wait)
                 wait = min(5.0, wait * 2)
 
-    async def _write_one_by_one(self, rows):
+    async def _write_one_by_one(self, rows, link):
         inserted = 0
         for row in rows:
             try:
-                inserted += await store.write_events(self.conn, [row], self.partitions)
+                inserted += await store.write_events(link.conn, [row], link.partitions)
             except psycopg.DataError as error:
                 # Keep the message: its raw bytes with the reason, without the decoded fields.
                 row.headers, row.payload = None, None
                 row.note = f"decoded fields not storable: {str(error).splitlines()[0]}"
-                inserted += await store.write_events(self.conn, [row], self.partitions)
+                inserted += await store.write_events(link.conn, [row], link.partitions)
         return inserted
 
     async def next_batch(self):
@@ -178,7 +189,7 @@ class Collector:
 
     async def run(self, stop):
         """Two stages, so decoding the next batch overlaps the database writing this one:
-        the reader takes and decodes batches, the writer commits them in order and acks."""
+        the reader takes and decodes batches, the writers commit them and ack."""
         self.stop = stop
         if not await self.adapter.connect(stop):
             return
@@ -187,7 +198,10 @@ class Collector:
         self.listening = True
         decoded = asyncio.Queue(maxsize=3)
         beat = asyncio.create_task(self._heartbeat(stop))
-        writer = asyncio.create_task(self._write_loop(decoded))
+        # Several writers, each with its connection: one copies its batch in while the
+        # database merges another's. Acks are per message, so their order does not matter.
+        writers = [asyncio.create_task(self._write_loop(decoded, link)) for link in self.links]
+        writer = asyncio.gather(*writers)
         try:
             while not stop.is_set() and not writer.done():
                 getter = asyncio.create_task(self.next_batch())
@@ -201,7 +215,8 @@ class Collector:
                 await decoded.put((batch, await self.decode_batch_elsewhere(batch)))
             # Batches in hand are finished even when a stop arrives meanwhile.
             if not writer.done():
-                await decoded.put(None)
+                for _ in writers:
+                    await decoded.put(None)
             await writer
         except Abandoned:
             log.warning("stopped while the database was down; the last batch will be redelivered")
@@ -213,16 +228,16 @@ class Collector:
             if self.decode_pool is not None:
                 self.decode_pool.shutdown(cancel_futures=True)
             await self.adapter.close()
-            if self.conn is not None:
-                await self.conn.close()
+            for link in self.links:
+                await link.close()
             await sync_to_async(_close_django_connections)()
 
-    async def _write_loop(self, decoded):
+    async def _write_loop(self, decoded, link):
         while True:
             item = await decoded.get()
             if item is None:
                 return
-            await self.commit_batch(*item)
+            await self.commit_batch(*item, link=link)
 
     async def _heartbeat(self, stop):
         while not stop.is_set():
