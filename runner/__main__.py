@@ -11,14 +11,17 @@ def main(argv=None):
     up.add_argument("--demo", action="store_true", help="run the demo traffic even against a NATS named by NATS_URL")
     up.add_argument("--no-demo", action="store_true", help="never run the demo traffic")
     commands.add_parser("servers", help="start only the embedded servers and print their URLs")
-    test = commands.add_parser("test", help="run the whole test suite")
-    test.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    commands.add_parser("test", help="run the whole test suite (arguments after it go to pytest)")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["test"]:
+        # Everything after `test` belongs to pytest, options included.
+        return testing.run(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "up":
         return supervise.up(demo=args.demo, no_demo=args.no_demo)
     if args.command == "servers":
         return supervise.servers_only()
-    return testing.run(args.pytest_args)
+    return 2
 
 
 if __name__ == "__main__":
