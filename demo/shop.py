@@ -22,13 +22,14 @@ log = logging.getLogger(__name__)
 
 # Logical stream name -> logical subjects. Domain streams take one token after the domain
 # (`order.*`, not `order.>`) so that `<topic>.dlq` subjects belong to the DLQ stream alone:
-# JetStream refuses two streams whose subjects overlap.
+# JetStream refuses two streams whose subjects overlap, and (2.10+) any stream whose subjects
+# could match its own API (`$JS.API.>`), so the DLQ stream names its domains.
 STREAMS = {
     "ORDERS": ["order.*"],
     "PAYMENTS": ["payment.*"],
     "EMAIL": ["email.*"],
     "SERVICES": ["service.*"],
-    "DLQ": ["*.*.dlq"],
+    "DLQ": ["order.*.dlq", "payment.*.dlq", "email.*.dlq", "service.*.dlq"],
     # Go Micro's natsjs makes one stream per topic, named after the topic, over that subject only.
     "shipments": ["shipments"],
 }

@@ -140,7 +140,7 @@ def test_a_bounded_run_fills_the_domain_streams_and_drains(standard_run):
         f"{ns}_PAYMENTS": [f"{ns}.payment.*"],
         f"{ns}_EMAIL": [f"{ns}.email.*"],
         f"{ns}_SERVICES": [f"{ns}.service.*"],
-        f"{ns}_DLQ": [f"{ns}.*.*.dlq"],
+        f"{ns}_DLQ": [f"{ns}.order.*.dlq", f"{ns}.payment.*.dlq", f"{ns}.email.*.dlq", f"{ns}.service.*.dlq"],
         f"{ns}_shipments": [f"{ns}_shipments"],
     }
     assert consumers[f"{ns}_ORDERS"] == ["inventory", "payment"]
