@@ -230,6 +230,7 @@ class Collector:
             await self.adapter.close()
             for link in self.links:
                 await link.close()
+            await sync_to_async(self.forget_heartbeat)()
             await sync_to_async(_close_django_connections)()
 
     async def _write_loop(self, decoded, link):
@@ -259,6 +260,12 @@ class Collector:
                 await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
             except asyncio.TimeoutError:
                 pass
+
+    def forget_heartbeat(self):
+        """A clean stop removes this process from the collector list (a crashed one shows as down)."""
+        from collector.models import CollectorHeartbeat
+
+        CollectorHeartbeat.objects.filter(name=self.name).delete()
 
     def write_heartbeat(self, lag=0):
         from collector.models import CollectorHeartbeat

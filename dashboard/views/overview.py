@@ -3,10 +3,14 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.http import urlencode
 
 from collector import readers
+from dashboard.presenters import sparkline_points
 
 
 def overview(request):
-    return render(request, "overview.html", {"stats": readers.overview(request.window)})
+    busiest, _ = readers.topics(request.window, sort="count", limit=10)
+    for topic in busiest:
+        topic["spark_points"] = sparkline_points(topic["spark"])
+    return render(request, "overview.html", {"stats": readers.overview(request.window), "busiest": busiest})
 
 
 def search(request):
