@@ -64,9 +64,11 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """A real headless Chromium (Debian's), driven by Playwright."""
+    """A real headless Chromium (Debian's), driven by Playwright. Module scope: Playwright's
+    sync API keeps an event loop running in this thread while it is open, which other
+    tests' asyncio.run() would trip over."""
     executable = os.environ.get("CHROMIUM") or shutil.which("chromium")
     if not executable:
         pytest.skip("Chromium is missing: browser test skipped (apt-get install chromium)")
