@@ -39,7 +39,8 @@ def collectors(stale_after=None):
     stale_after = stale_after or settings.COLLECTOR_STALE_SECONDS
     now = timezone.now()
     rows = []
-    for beat in CollectorHeartbeat.objects.order_by("-beat")[:20]:
+    recent = CollectorHeartbeat.objects.filter(beat__gte=now - timedelta(days=1))
+    for beat in recent.order_by("-beat")[:20]:
         rows.append({"name": beat.name, "beat": beat.beat, "started": beat.started,
                      "counters": beat.counters, "up": (now - beat.beat).total_seconds() <= stale_after})
     return rows
@@ -138,6 +139,8 @@ def _attach_sparklines(topics_, window):
         return
     start = _minute(window.start)
     span = max((window.end - start).total_seconds(), 60)
+    # The rollup is per minute: no more points than minutes, or empty buckets zigzag.
+    points = max(2, min(SPARK_POINTS, int(span // 60)))
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -146,13 +149,13 @@ def _attach_sparklines(topics_, window):
             WHERE subject = ANY(%s) AND minute >= %s AND minute < %s
             GROUP BY 1, 2
             """,
-            [start, span, SPARK_POINTS, SPARK_POINTS, [t["name"] for t in topics_], start, window.end],
+            [start, span, points, points, [t["name"] for t in topics_], start, window.end],
         )
         buckets = {}
         for subject, bucket, count in cursor.fetchall():
-            buckets.setdefault(subject, [0] * SPARK_POINTS)[max(bucket, 0)] += count
+            buckets.setdefault(subject, [0] * points)[max(bucket, 0)] += count
     for topic in topics_:
-        topic["spark"] = buckets.get(topic["name"], [0] * SPARK_POINTS)
+        topic["spark"] = buckets.get(topic["name"], [0] * points)
 
 
 def topic(name, broker=None):
