@@ -268,3 +268,14 @@ def neighbours(event_):
     older = base.extra(where=["(ts, id) < (%s, %s)"], params=[event_.ts, event_.id]).order_by("-ts", "-id").first()
     newer = base.extra(where=["(ts, id) > (%s, %s)"], params=[event_.ts, event_.id]).order_by("ts", "id").first()
     return older, newer
+
+
+def stream_notes():
+    """Streams the collector captures differently (WorkQueue streams come from the core
+    tap), as its heartbeats report them."""
+    notes = {}
+    for beat in CollectorHeartbeat.objects.order_by("-beat")[:5]:
+        for name, state in (beat.counters or {}).get("streams", {}).items():
+            if state.get("note"):
+                notes.setdefault(name, state["note"])
+    return sorted(notes.items())

@@ -107,6 +107,10 @@ def test_a_workqueue_stream_is_captured_from_the_core_tap_without_stealing_messa
     assert consumers == ["worker"]
     wait_until(lambda: Event.objects.filter(subject=subject).count() == 5, what="5 tapped jobs")
     assert set(Event.objects.filter(subject=subject).values_list("stream", flat=True)) == {""}
+    running.collector.write_heartbeat()
+    from collector.readers import stream_notes
+
+    assert (stream, "WorkQueue stream: captured from the core tap (best effort)") in stream_notes()
     running.stop()
 
 

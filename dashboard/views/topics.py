@@ -28,6 +28,7 @@ def topic_list(request):
     if more and sort == "name":
         next_query = _query(request, after=rows[-1]["name"])
     return render(request, "topics.html", {"topics": rows, "more": more, "sort": sort, "query": query,
+                                           "stream_notes": readers.stream_notes(),
                                            "next_query": next_query, "sorts": list(readers.TOPIC_SORTS)})
 
 
