@@ -9,16 +9,27 @@ from collector.models import CollectorHeartbeat, Event, PrunedRange, Topic
 
 def overview(window):
     """Counts for the front page: what the collector has seen so far."""
+    params = {"start": _minute(window.start), "end": window.end}
     with connection.cursor() as cursor:
+        # Sums and hash-grouped distincts: no per-group sorting over the window's rows.
         cursor.execute(
             """
-            SELECT coalesce(sum(count), 0)::bigint, coalesce(sum(bytes), 0)::bigint, coalesce(sum(errors), 0)::bigint,
-                   count(DISTINCT subject), count(DISTINCT nullif(producer, ''))
-            FROM collector_eventrollup WHERE minute >= %s AND minute < %s
+            SELECT coalesce(sum(count), 0)::bigint, coalesce(sum(bytes), 0)::bigint, coalesce(sum(errors), 0)::bigint
+            FROM collector_eventrollup WHERE minute >= %(start)s AND minute < %(end)s
             """,
-            [window.start - timedelta(seconds=window.start.second), window.end],
+            params,
         )
-        events, size, errors, topics, producers = cursor.fetchone()
+        events, size, errors = cursor.fetchone()
+        cursor.execute(
+            """
+            SELECT (SELECT count(*) FROM collector_topic WHERE last_seen >= %(start)s),
+                   (SELECT count(*) FROM (SELECT producer FROM collector_eventrollup
+                                          WHERE minute >= %(start)s AND minute < %(end)s AND producer <> ''
+                                          GROUP BY producer) p)
+            """,
+            params,
+        )
+        topics, producers = cursor.fetchone()
         cursor.execute("SELECT max(last_seen), count(*) FROM collector_topic")
         last_event, all_topics = cursor.fetchone()
     return {
@@ -78,13 +89,15 @@ TOPIC_SORTS = {
     "errors": "errors DESC, t.name ASC",
     "last_seen": "t.last_seen DESC, t.name ASC",
 }
-TOPIC_PAGE = 500
+TOPIC_PAGE = 200
 SPARK_POINTS = 30
 
 
 def topics(window, sort="count", query="", broker=None, after=None, limit=TOPIC_PAGE):
     """Topics with their traffic in the window, from the per-minute rollup (never the
-    raw events). Sorted by name they page by keyset (`after` = last name shown)."""
+    raw events). Sorted by name or last seen, the page of topics is chosen first and only
+    its rollup rows are read (and it pages by keyset: `after` = last name shown); sorted
+    by traffic, the window's rollup is summed per topic once."""
     sort = sort if sort in TOPIC_SORTS else "count"
     where, params = ["TRUE"], {"start": _minute(window.start), "end": window.end, "limit": limit + 1}
     if query:
@@ -96,24 +109,35 @@ def topics(window, sort="count", query="", broker=None, after=None, limit=TOPIC_
     if after and sort == "name":
         where.append("t.name > %(after)s")
         params["after"] = after
-    sql = f"""
-        SELECT t.name, t.stream, t.best_effort, t.first_seen, t.last_seen, b.name,
-               coalesce(r.count, 0) AS count, coalesce(r.bytes, 0) AS bytes, coalesce(r.errors, 0) AS errors,
-               coalesce(r.producers, '{{}}')
-        FROM collector_topic t
-        JOIN collector_broker b ON b.id = t.broker_id
-        LEFT JOIN (
-            SELECT broker_id, subject, sum(count)::bigint AS count, sum(bytes)::bigint AS bytes,
-                   sum(errors)::bigint AS errors,
-                   array_agg(DISTINCT producer) FILTER (WHERE producer <> '') AS producers
-            FROM collector_eventrollup
-            WHERE minute >= %(start)s AND minute < %(end)s
-            GROUP BY 1, 2
-        ) r ON r.broker_id = t.broker_id AND r.subject = t.name
-        WHERE {' AND '.join(where)}
-        ORDER BY {TOPIC_SORTS[sort]}
-        LIMIT %(limit)s
+    traffic = """
+        SELECT broker_id, subject, sum(count)::bigint AS count, sum(bytes)::bigint AS bytes,
+               sum(errors)::bigint AS errors
+        FROM collector_eventrollup
+        WHERE minute >= %(start)s AND minute < %(end)s {only}
+        GROUP BY 1, 2
     """
+    if sort in ("name", "last_seen"):
+        sql = f"""
+            WITH page AS (
+                SELECT t.* , b.name AS broker_name FROM collector_topic t JOIN collector_broker b ON b.id = t.broker_id
+                WHERE {' AND '.join(where)} ORDER BY {TOPIC_SORTS[sort]} LIMIT %(limit)s
+            ), r AS ({traffic.format(only="AND subject IN (SELECT name FROM page)")})
+            SELECT t.name, t.stream, t.best_effort, t.first_seen, t.last_seen, t.broker_name,
+                   coalesce(r.count, 0), coalesce(r.bytes, 0), coalesce(r.errors, 0)
+            FROM page t LEFT JOIN r ON r.broker_id = t.broker_id AND r.subject = t.name
+            ORDER BY {TOPIC_SORTS[sort]}
+        """
+    else:
+        sql = f"""
+            SELECT t.name, t.stream, t.best_effort, t.first_seen, t.last_seen, b.name,
+                   coalesce(r.count, 0) AS count, coalesce(r.bytes, 0) AS bytes, coalesce(r.errors, 0) AS errors
+            FROM collector_topic t
+            JOIN collector_broker b ON b.id = t.broker_id
+            LEFT JOIN ({traffic.format(only="")}) r ON r.broker_id = t.broker_id AND r.subject = t.name
+            WHERE {' AND '.join(where)}
+            ORDER BY {TOPIC_SORTS[sort]}
+            LIMIT %(limit)s
+        """
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
@@ -122,11 +146,31 @@ def topics(window, sort="count", query="", broker=None, after=None, limit=TOPIC_
     seconds = max(window.seconds, 1)
     result = [
         {"name": r[0], "stream": r[1], "best_effort": r[2], "first_seen": r[3], "last_seen": r[4], "broker": r[5],
-         "count": r[6], "bytes": r[7], "errors": r[8], "producers": sorted(r[9]), "rate": r[6] / seconds}
+         "count": r[6], "bytes": r[7], "errors": r[8], "rate": r[6] / seconds}
         for r in rows
     ]
+    _attach_producers(result, window)
     _attach_sparklines(result, window)
     return result, more
+
+
+def _attach_producers(topics_, window):
+    if not topics_:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT subject, producer FROM collector_eventrollup
+            WHERE subject = ANY(%s) AND minute >= %s AND minute < %s AND producer <> ''
+            GROUP BY 1, 2
+            """,
+            [[t["name"] for t in topics_], _minute(window.start), window.end],
+        )
+        producers = {}
+        for subject, producer in cursor.fetchall():
+            producers.setdefault(subject, []).append(producer)
+    for topic in topics_:
+        topic["producers"] = sorted(producers.get(topic["name"], []))
 
 
 def _minute(moment):
