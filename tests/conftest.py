@@ -99,7 +99,7 @@ def browser_login(page, live_server, username, password):
 class RunningCollector:
     """A collector running in a thread with its own event loop, as `manage.py collect` runs it."""
 
-    def __init__(self, **options):
+    def __init__(self, installs=(), **options):
         import asyncio
         import threading
 
@@ -108,6 +108,8 @@ class RunningCollector:
         broker, rules, scope, max_payload = load_configuration()
         options.setdefault("max_payload", max_payload)
         self.collector = Collector(broker, rules=rules, scope=scope, **options)
+        for install in installs:  # extensions, as the collect command installs them
+            install(self.collector)
         self.loop = asyncio.new_event_loop()
         self.stop_event = None
         ready = threading.Event()
