@@ -1,26 +1,46 @@
+from django import forms
 from django.contrib import admin, messages
 
 from collector.models import ApiToken, Broker, CollectorHeartbeat, DecodingRule, RuntimeSettings
 
 
+class BrokerForm(forms.ModelForm):
+    """The URL is shown with its password masked; submitting the mask keeps the stored password."""
+
+    class Meta:
+        model = Broker
+        fields = ["name", "kind", "url", "enabled"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["url"] = self.instance.display_url
+
+    def clean_url(self):
+        url = self.cleaned_data["url"]
+        if self.instance.pk and url == self.instance.display_url:
+            return self.instance.url
+        return url
+
+
 @admin.register(Broker)
 class BrokerAdmin(admin.ModelAdmin):
+    form = BrokerForm
     list_display = ["name", "kind", "display_url", "enabled", "from_env"]
-    readonly_fields = ["from_env"]
 
     def get_readonly_fields(self, request, obj=None):
         if obj is not None and obj.from_env:
-            return ["name", "kind", "url", "enabled", "from_env"]
-        return self.readonly_fields
+            # Named by environment variables: shown, never edited here; the URL only masked.
+            return ["name", "kind", "display_url", "enabled", "from_env"]
+        return ["from_env"]
+
+    def get_fields(self, request, obj=None):
+        if obj is not None and obj.from_env:
+            return ["name", "kind", "display_url", "enabled", "from_env"]
+        return ["name", "kind", "url", "enabled", "from_env"]
 
     def has_delete_permission(self, request, obj=None):
         return super().has_delete_permission(request, obj) and not (obj and obj.from_env)
-
-    def render_change_form(self, request, context, *args, obj=None, **kwargs):
-        # The URL may carry a password: show it back redacted for brokers from the environment.
-        if obj is not None and obj.from_env and "adminform" in context:
-            context["adminform"].form.initial["url"] = obj.display_url
-        return super().render_change_form(request, context, *args, obj=obj, **kwargs)
 
 
 @admin.register(RuntimeSettings)

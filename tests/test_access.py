@@ -163,3 +163,20 @@ def test_an_anonymous_websocket_is_closed_with_4401():
     connected, code = async_to_sync(connect)()
     assert connected is False
     assert code == 4401
+
+
+def test_broker_passwords_are_never_shown_back_in_the_admin(admin_client_):
+    from collector.models import Broker
+
+    mine = Broker.objects.create(name="prod", url="nats://app:s3cret-pass@nats.example:4222")
+    env = Broker.objects.create(name="env", url="nats://ops:env-secret@nats.example:4222", from_env=True)
+    for broker in (mine, env):
+        html = admin_client_.get(f"/admin/collector/broker/{broker.pk}/change/").content.decode()
+        assert "s3cret-pass" not in html and "env-secret" not in html
+    assert "s3cret-pass" not in admin_client_.get("/admin/collector/broker/").content.decode()
+    # Saving the masked URL back keeps the real password.
+    response = admin_client_.post(f"/admin/collector/broker/{mine.pk}/change/", {
+        "name": "prod", "kind": "nats", "url": mine.display_url, "enabled": "on"})
+    assert response.status_code == 302
+    mine.refresh_from_db()
+    assert mine.url == "nats://app:s3cret-pass@nats.example:4222"
