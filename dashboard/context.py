@@ -23,8 +23,11 @@ def navigation(request):
         items.append({"label": label, "url": url, "active": bool(url) and request.path.startswith(url)})
     window = getattr(request, "window", None)
     kept = [(k, v) for k, v in request.GET.items() if k not in ("last", "from", "to", "before", "after")]
+    from collector.roles import has_role
+
     return {
         "nav_items": items,
+        "is_admin": has_role(request.user, "admin"),
         "window": window,
         "window_choices": timewindow.CHOICES,
         "window_kept": kept,

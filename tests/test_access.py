@@ -180,3 +180,9 @@ def test_broker_passwords_are_never_shown_back_in_the_admin(admin_client_):
     assert response.status_code == 302
     mine.refresh_from_db()
     assert mine.url == "nats://app:s3cret-pass@nats.example:4222"
+
+
+def test_only_admins_see_the_admin_link(admin_client_, client, charlie):
+    assert b'href="/admin/"' in admin_client_.get("/").content
+    client.force_login(charlie)
+    assert b'href="/admin/"' not in client.get("/").content
