@@ -1,10 +1,11 @@
 """Jaeger thrift (agent datagrams and collector HTTP bodies) into normalised spans."""
+import struct
 from functools import lru_cache
 from pathlib import Path
 
 import thriftpy2
-from thriftpy2.protocol import TCompactProtocolFactory, TCyBinaryProtocolFactory
-from thriftpy2.thrift import TMessageType
+from thriftpy2.protocol import TCompactProtocol, TCyBinaryProtocolFactory
+from thriftpy2.thrift import TMessageType, TType
 from thriftpy2.transport import TTransportException
 from thriftpy2.transport.buffered import TCyBufferedTransport
 from thriftpy2.transport.memory import TCyMemoryBuffer, TMemoryBuffer
@@ -31,16 +32,13 @@ agent_thrift = thriftpy2.load(
 # Cython memory buffer a short read goes unnoticed and yields uninitialised
 # bytes; the Cython buffered transport over a plain memory buffer raises at the
 # end of the data instead. Lenient reads: older clients write binary messages
-# without the version header.
-_PROTOCOLS = {
-    "binary": (TCyBinaryProtocolFactory(strict_read=False), lambda data: TCyBufferedTransport(TMemoryBuffer(data))),
-    # The pure-Python compact reader notices short reads itself, so the faster
-    # Cython memory buffer is safe under it.
-    "compact": (TCompactProtocolFactory(), TCyMemoryBuffer),
-}
+# without the version header. The pure-Python compact reader notices short reads
+# itself, so the faster Cython memory buffer is safe under it.
+_BINARY_PROTOCOL = TCyBinaryProtocolFactory(strict_read=False)
 
 _U64 = 2**64 - 1
-_STRING, _DOUBLE, _BOOL, _LONG, _BINARY = (getattr(jaeger_thrift.TagType, t) for t in ("STRING", "DOUBLE", "BOOL", "LONG", "BINARY"))
+_TAG_TYPE = jaeger_thrift.TagType
+_STRING, _DOUBLE, _BOOL, _LONG, _BINARY = _TAG_TYPE.STRING, _TAG_TYPE.DOUBLE, _TAG_TYPE.BOOL, _TAG_TYPE.LONG, _TAG_TYPE.BINARY
 _CHILD_OF = jaeger_thrift.SpanRefType.CHILD_OF
 
 # The OpenTelemetry Jaeger exporter copies resource attributes into every span's
@@ -59,14 +57,16 @@ _CONSUMED = frozenset({
 
 def decode_jaeger_batch(data, protocol="binary"):
     """A bare thrift ``Batch``, as POSTed to a Jaeger collector's ``/api/traces``."""
+    data = bytes(data)
     proto = _protocol(data, protocol)
     batch = jaeger_thrift.Batch()
-    _read(batch, proto, "Batch", protocol)
+    _read(batch, proto, data, 0, "Batch", protocol)
     return _decode(batch)
 
 
 def decode_jaeger_agent(data, protocol="compact"):
     """One agent datagram: an ``Agent.emitBatch`` message wrapping a ``Batch``."""
+    data = bytes(data)
     proto = _protocol(data, protocol)
     try:
         name, message_type, _ = proto.read_message_begin()
@@ -74,34 +74,112 @@ def decode_jaeger_agent(data, protocol="compact"):
         raise SpanDecodeError(f"not a thrift {protocol} message: {_describe(exc)}") from None
     if name != "emitBatch" or message_type not in (TMessageType.ONEWAY, TMessageType.CALL):
         raise SpanDecodeError(f"expected an emitBatch message, got {name!r} of type {message_type}")
+    # Binary message header: [version+type] name-length name [type] seqid.
+    header = 4 + 4 + len("emitBatch") + 4 if data[0] & 0x80 else 4 + len("emitBatch") + 1 + 4
     args = agent_thrift.Agent.emitBatch_args()
-    _read(args, proto, "emitBatch", protocol)
+    _read(args, proto, data, header, "emitBatch", protocol)
     if args.batch is None:
         raise SpanDecodeError("emitBatch without a batch")
     return _decode(args.batch)
 
 
 def _protocol(data, protocol):
-    try:
-        factory, transport = _PROTOCOLS[protocol]
-    except KeyError:
-        raise ValueError(f"protocol must be 'binary' or 'compact', not {protocol!r}") from None
-    return factory.get_protocol(transport(bytes(data)))
+    if protocol == "binary":
+        return _BINARY_PROTOCOL.get_protocol(TCyBufferedTransport(TMemoryBuffer(data)))
+    if protocol == "compact":
+        return _CheckedCompactProtocol(TCyMemoryBuffer(data), len(data))
+    raise ValueError(f"protocol must be 'binary' or 'compact', not {protocol!r}")
 
 
-def _read(struct, proto, what, protocol):
+def _read(target, proto, data, offset, what, protocol):
     # Malformed input can surface as almost any exception from the thrift
     # readers (struct.error, UnicodeError, RecursionError...); all mean the same.
     try:
-        struct.read(proto)
+        if protocol == "binary":
+            _check_binary(data, offset, TType.STRUCT, 0)
+        target.read(proto)
     except Exception as exc:
         raise SpanDecodeError(f"not a Jaeger {what} in thrift {protocol}: {_describe(exc)}") from None
 
 
 def _describe(exc):
-    if isinstance(exc, TTransportException):
+    if isinstance(exc, (TTransportException, IndexError, struct.error)):
         return "truncated"
     return str(exc) or type(exc).__name__
+
+
+# thriftpy2's readers skip an unknown field's list by looping over its declared
+# length, even when the element type takes no bytes (STOP, VOID, garbage), so a
+# ten-byte header costs seconds of CPU. Every container must fit in the bytes
+# that are left and hold a real type; then decoding time is linear in the size.
+
+_ELEMENT_TYPES = frozenset({
+    TType.BOOL, TType.BYTE, TType.I16, TType.I32, TType.I64, TType.DOUBLE,
+    TType.STRING, TType.BINARY, TType.STRUCT, TType.MAP, TType.SET, TType.LIST,
+})
+_WIDTHS = {TType.BOOL: 1, TType.BYTE: 1, TType.I16: 2, TType.I32: 4, TType.I64: 8, TType.DOUBLE: 8}
+_I32 = struct.Struct(">i")
+_MAX_DEPTH = 32
+
+
+def _check_container(size, left, *types):
+    if size < 0 or size > left:
+        raise ValueError(f"container of {size} items in {left} bytes")
+    if size and not _ELEMENT_TYPES.issuperset(types):
+        raise ValueError(f"container of unknown type {types}")
+
+
+class _CheckedCompactProtocol(TCompactProtocol):
+    def __init__(self, trans, size):
+        super().__init__(trans)
+        self._size = size
+
+    def _read_collection_begin(self):
+        element_type, size = super()._read_collection_begin()
+        _check_container(size, self._size, element_type)
+        return element_type, size
+
+    def _read_map_begin(self):
+        key_type, value_type, size = super()._read_map_begin()
+        _check_container(size, self._size, key_type, value_type)
+        return key_type, value_type, size
+
+
+def _check_binary(data, pos, ttype, depth):
+    """Walk one binary-protocol value without building it; return where it ends."""
+    width = _WIDTHS.get(ttype)
+    if width:
+        return pos + width
+    if ttype == TType.STRING or ttype == TType.BINARY:
+        (size,) = _I32.unpack_from(data, pos)
+        _check_container(size, len(data) - pos - 4)
+        return pos + 4 + size
+    if depth > _MAX_DEPTH:
+        raise ValueError("nested too deep")
+    if ttype == TType.STRUCT:
+        while (field_type := data[pos]) != TType.STOP:
+            pos = _check_binary(data, pos + 3, field_type, depth + 1)
+        return pos + 1
+    if ttype == TType.LIST or ttype == TType.SET:
+        element_type = data[pos]
+        (size,) = _I32.unpack_from(data, pos + 1)
+        pos += 5
+        _check_container(size, len(data) - pos, element_type)
+        if element_type in _WIDTHS:
+            return pos + size * _WIDTHS[element_type]
+        for _ in range(size):
+            pos = _check_binary(data, pos, element_type, depth + 1)
+        return pos
+    if ttype == TType.MAP:
+        key_type, value_type = data[pos], data[pos + 1]
+        (size,) = _I32.unpack_from(data, pos + 2)
+        pos += 6
+        _check_container(size, len(data) - pos, key_type, value_type)
+        for _ in range(size):
+            pos = _check_binary(data, pos, key_type, depth + 1)
+            pos = _check_binary(data, pos, value_type, depth + 1)
+        return pos
+    raise ValueError(f"unknown thrift type {ttype}")
 
 
 def _decode(batch):
@@ -151,8 +229,10 @@ def _span(span, service, process_tags):
     for key in [k for k in tags if _is_resource_key(k)]:
         resource[key] = tags.pop(key)
     service = service or str(resource.get("service.name", ""))
-    if service:
-        resource.setdefault("service.name", service)
+    if not service:
+        notes.append("no service name: unknown_service")
+        service = "unknown_service"
+    resource.setdefault("service.name", service)
 
     scope = str(tags.get("otel.scope.name") or tags.get("otel.library.name") or "")
     status_code = str(tags.get("otel.status_code", "unset")).lower()

@@ -7,6 +7,7 @@ cannot ask for a retry: those spans are counted as lost.
 """
 import asyncio
 import logging
+import socket
 from dataclasses import dataclass
 
 import grpc
@@ -22,6 +23,7 @@ from collector.spans.otlp import decode_otlp_json, decode_otlp_protobuf, decode_
 log = logging.getLogger(__name__)
 
 MAX_BODY = 16 * 1024 * 1024
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 _THRIFT_TYPES = frozenset({"application/x-thrift", "application/vnd.apache.thrift.binary"})
 _RETRY_LATER = "spans could not be stored; retry later"
 
@@ -47,6 +49,7 @@ class Receiver:
         self._stopping = None
 
     def close(self):
+        """Start stopping; call it on the receiver's event loop."""
         if self._stopping is None:
             self._stopping = asyncio.ensure_future(self._stop())
 
@@ -100,6 +103,8 @@ async def start_jaeger_agent(host, port, sink, *, protocol="compact", queue_size
     transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
         lambda: _DatagramQueue(queue, counters), local_addr=(host, port)
     )
+    # Bursts arrive faster than one decode; the kernel caps this at net.core.rmem_max.
+    transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
 
     async def work():
         while (item := await queue.get()) is not None:
@@ -137,7 +142,8 @@ async def start_jaeger_http(host, port, sink, *, max_body=MAX_BODY):
         counters.payloads += 1
         if request.content_type not in _THRIFT_TYPES:
             counters.bad_payloads += 1
-            return web.Response(status=415, text=f"Content-Type must be application/x-thrift, not {request.content_type}")
+            text = f"Content-Type must be application/x-thrift, not {request.content_type}"
+            return web.Response(status=415, text=text)
         body = await _read_body(request, max_body, counters)
         try:
             result = decode_jaeger_batch(body, "binary")
@@ -168,7 +174,8 @@ async def start_otlp_http(host, port, sink, *, max_body=MAX_BODY):
         content_type = request.content_type
         if content_type not in formats:
             counters.bad_payloads += 1
-            return web.Response(status=415, text=f"Content-Type must be application/x-protobuf or application/json, not {content_type}")
+            text = f"Content-Type must be application/x-protobuf or application/json, not {content_type}"
+            return web.Response(status=415, text=text)
         decode, encode = formats[content_type]
 
         def reply(status, message):

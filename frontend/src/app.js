@@ -9,6 +9,7 @@ import { initSortableTables } from "./sortable.js";
 import { drawSparklines } from "./sparkline.js";
 import { initTimeWindow } from "./timewindow.js";
 import { initToggles } from "./toggle.js";
+import { initWaterfall } from "./waterfall.js";
 
 // Named here because minification renames the functions themselves.
 const behaviours = {
@@ -20,6 +21,7 @@ const behaviours = {
   confirm: initConfirm,
   toggles: initToggles,
   sparklines: drawSparklines,
+  waterfall: initWaterfall,
 };
 
 function start() {
