@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 
-from collector.models import ApiToken, Broker, CollectorHeartbeat, DecodingRule, RuntimeSettings
+from collector.models import ApiToken, Broker, CollectorHeartbeat, DecodingRule, RuntimeSettings, TraceSettings
 
 
 class BrokerForm(forms.ModelForm):
@@ -79,4 +79,13 @@ class CollectorHeartbeatAdmin(admin.ModelAdmin):
     readonly_fields = ["name", "started", "beat", "counters"]
 
     def has_add_permission(self, request):
+        return False
+
+
+@admin.register(TraceSettings)
+class TraceSettingsAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return not TraceSettings.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
         return False

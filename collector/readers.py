@@ -72,9 +72,11 @@ def find(query):
             return ("event", event.id)
     trace = query.lower()
     if len(trace) in (16, 32) and all(c in "0123456789abcdef" for c in trace):
-        event = Event.objects.filter(trace_id=trace.rjust(32, "0")).order_by("-ts").only("id").first()
-        if event:
-            return ("trace", trace.rjust(32, "0"))
+        from collector.models import TraceSummary
+
+        trace = trace.rjust(32, "0")
+        if TraceSummary.objects.filter(trace_id=trace).exists() or Event.objects.filter(trace_id=trace).exists():
+            return ("trace", trace)
     if Topic.objects.filter(name=query).exists():
         return ("topic", query)
     return None

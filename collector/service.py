@@ -225,6 +225,8 @@ class Collector:
             writer.cancel()
             for task in extensions:
                 task.cancel()
+            # Let the extensions close their sockets before the process goes on.
+            await asyncio.gather(*extensions, return_exceptions=True)
             if self.decode_pool is not None:
                 self.decode_pool.shutdown(cancel_futures=True)
             await self.adapter.close()

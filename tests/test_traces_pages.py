@@ -103,6 +103,11 @@ def test_a_trace_page_links_each_span_to_the_stored_events_it_carried(viewer_cli
     from collector.trace_readers import spans_for_event
 
     assert [s.span_id for s in spans_for_event(Event.objects.get(id=41))] == ["2" * 16]
+    # ... and the event pages link back to those spans.
+    page = viewer_client.get(reverse("event", args=[42])).content.decode()
+    assert f'href="{reverse("trace", args=[T1])}?span={"1" * 16}"' in page
+    page = viewer_client.get(reverse("event", args=[41])).content.decode()
+    assert f'href="{reverse("trace", args=[T1])}?span={"2" * 16}"' in page
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE collector_event")
 

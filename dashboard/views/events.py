@@ -3,7 +3,7 @@ from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 from django.utils.http import urlencode
 
-from collector import readers
+from collector import readers, trace_readers
 from dashboard.presenters import page_links
 from dashboard.presenters import hexdump, pretty_payload, raw_text
 
@@ -38,8 +38,12 @@ def event_detail(request, ident):
             trace_url = reverse("trace", args=[event.trace_id])
         except NoReverseMatch:  # no trace pages: list the events that share the trace
             trace_url = reverse("events") + "?" + urlencode({"trace": event.trace_id, "last": "7d"})
+    spans = [
+        {"span": span, "url": reverse("trace", args=[span.trace_id]) + "?" + urlencode({"span": span.span_id})}
+        for span in trace_readers.spans_for_event(event)
+    ]
     return render(request, "event.html", {
-        "event": event, "older": older, "newer": newer, "trace_url": trace_url,
+        "event": event, "older": older, "newer": newer, "trace_url": trace_url, "spans": spans,
         "pretty": pretty_payload(event.payload), "text": raw_text(event.raw), "hex": hexdump(event.raw),
         "headers": sorted((event.headers or {}).items()),
         "sha256": bytes(event.sha256).hex() if event.sha256 else "",

@@ -17,6 +17,7 @@ class Command(BaseCommand):
     async def main(self):
         from asgiref.sync import sync_to_async
 
+        from collector.extensions import install_extensions
         from collector.service import Collector, load_configuration
 
         stop = asyncio.Event()
@@ -27,6 +28,7 @@ class Command(BaseCommand):
         broker, rules, scope, max_payload = await sync_to_async(load_configuration)()
         collector = Collector(broker, rules=rules, scope=scope, max_payload=max_payload,
                               decode_workers=settings.EVENTSCOPE_DECODE_WORKERS)
+        install_extensions(collector)
         collector.metrics.serve(settings.EVENTSCOPE_METRICS_PORT)
         log.info("collector %s starting on %s", collector.name, broker.display_url)
         await collector.run(stop)
