@@ -214,6 +214,11 @@ def main():
     bus = servers.Nats(folder / "nats").start()
     env = {**os.environ, "DATABASE_URL": pg.url, "NATS_URL": bus.url, "SECRET_KEY": "bench",
            "DJANGO_SETTINGS_MODULE": "dashboard.settings", "EVENTSCOPE_METRICS_PORT": "0", "LOG_LEVEL": "WARNING"}
+    from runner.supervise import RECEIVER_PORTS
+
+    for variable, (default, kind) in RECEIVER_PORTS.items():
+        if variable != "EVENTSCOPE_METRICS_PORT":
+            env[variable] = str(servers.free_port(default + 20000, kind=kind))
     os.environ.update(env)
     try:
         subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)

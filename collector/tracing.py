@@ -166,7 +166,12 @@ async def serve_spans(collector, stop):
     writer = asyncio.create_task(sink.run())
     receivers = []
     try:
-        receivers = await start_receivers(sink, settings.EVENTSCOPE_SPANS_HOST, trace_settings.max_body_bytes)
+        try:
+            receivers = await start_receivers(sink, settings.EVENTSCOPE_SPANS_HOST, trace_settings.max_body_bytes)
+        except OSError as error:
+            # Events are still collected; spans are not until the port is free or changed.
+            log.error("span receivers not started: %s (JAEGER_*_PORT / OTLP_*_PORT choose the ports)", error)
+            return
         collector.span_sink, collector.span_receivers = sink, receivers
         for receiver in receivers:
             log.info("%s listening on port %s", receiver.name, receiver.port)

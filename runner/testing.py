@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from runner import servers
-from runner.supervise import ROOT, VAR
+from runner.supervise import RECEIVER_PORTS, ROOT, VAR
 
 
 def _loud(message):
@@ -25,6 +25,9 @@ def run(pytest_args):
     env["PYTHONUNBUFFERED"] = "1"
     if not shutil.which("chromium") and not env.get("CHROMIUM"):
         _loud("Chromium is missing: the browser tests are SKIPPED (apt-get install chromium)")
+    for variable, (default, kind) in RECEIVER_PORTS.items():
+        # Collectors started by the tests must not collide with one already running here.
+        env.setdefault(variable, str(servers.free_port(default + 10000, kind=kind)))
     folder = Path(tempfile.mkdtemp(prefix="test-", dir=VAR))
     started = []
     try:
