@@ -194,7 +194,7 @@ class Collector:
         if not await self.adapter.connect(stop):
             return
         await self.adapter.start()
-        extensions = [asyncio.create_task(start(self, stop)) for start in self.extensions]
+        extensions = [asyncio.create_task(self._extension(start, stop)) for start in self.extensions]
         self.listening = True
         decoded = asyncio.Queue(maxsize=3)
         beat = asyncio.create_task(self._heartbeat(stop))
@@ -234,6 +234,14 @@ class Collector:
                 await link.close()
             await sync_to_async(self.forget_heartbeat)()
             await sync_to_async(_close_django_connections)()
+
+    async def _extension(self, start, stop):
+        try:
+            await start(self, stop)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # an extension that dies says so; the event collection goes on
+            log.exception("collector extension %s stopped with an error", getattr(start, "__name__", start))
 
     async def _write_loop(self, decoded, link):
         while True:
