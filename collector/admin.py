@@ -1,7 +1,10 @@
 from django import forms
 from django.contrib import admin, messages
 
-from collector.models import ApiToken, Broker, CollectorHeartbeat, DecodingRule, RuntimeSettings, TraceSettings
+from collector.models import (
+    ApiToken, Broker, CollectorHeartbeat, DeadLetter, DeadLetterAlert, DeadLetterSettings, DeadLetterThreshold,
+    DecodingRule, RuntimeSettings, TraceSettings,
+)
 
 
 class BrokerForm(forms.ModelForm):
@@ -89,3 +92,29 @@ class TraceSettingsAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(DeadLetterSettings)
+class DeadLetterSettingsAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return not DeadLetterSettings.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(DeadLetterThreshold)
+class DeadLetterThresholdAdmin(admin.ModelAdmin):
+    pass
+
+
+@admin.register(DeadLetterAlert)
+class DeadLetterAlertAdmin(admin.ModelAdmin):
+    list_display = ["at", "threshold", "count", "notified"]
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(admin.ModelAdmin):
+    list_display = ["id", "subject", "consumer", "reason", "status", "first_seen"]
+    search_fields = ["subject", "error"]
+    list_filter = ["reason", "status"]

@@ -1,7 +1,7 @@
 """What the collector runs beside its broker taps; `manage.py collect` installs them all."""
-from collector import tracing
+from collector import deadletters, tracing
 
-INSTALLS = [tracing.install]
+INSTALLS = [tracing.install, deadletters.install]
 
 
 def install_extensions(collector):

@@ -2,7 +2,7 @@
 (publish, retry, discard), admin also reaches the Django admin."""
 
 ROLES = ("viewer", "operator", "admin")
-OPERATOR_PERMISSIONS = ("publish_message",)
+OPERATOR_PERMISSIONS = ("publish_message", "retry_deadletter")
 
 
 def sync_roles(sender=None, using="default", **kwargs):

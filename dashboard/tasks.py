@@ -2,10 +2,13 @@
 import asyncio
 import base64
 
-from celery import shared_task
+from dashboard.celery import app
+
+# Bound to the project's Celery app (not shared_task): the web process never imports the
+# worker's app module otherwise, and a shared task would fall back to Celery's default broker.
 
 
-@shared_task(name="eventscope.publish_message")
+@app.task(name="eventscope.publish_message")
 def publish_message(audit_id, subject, headers, payload_b64):
     """Publish one message for an operator and record the outcome in the audit entry.
     On a JetStream subject the `Nats-Msg-Id` is derived from the audit entry, so a task
@@ -27,3 +30,6 @@ def publish_message(audit_id, subject, headers, payload_b64):
     entry.result = result
     entry.save(update_fields=["result"])
     return result
+
+
+from dashboard import tasks_dlq  # noqa: E402,F401  (dead-letter retries)

@@ -12,7 +12,9 @@ DEMO_STREAMS = ["ORDERS", "PAYMENTS", "EMAIL", "SERVICES", "DLQ", "shipments"]
 def test_a_bounded_demo_run_fills_the_store_with_topics_producers_versions_dead_letters_and_traces(
         run_collector, capsys):
     """Without a namespace, as `./eventscope up` runs it (its streams must suit the server)."""
-    running = run_collector()
+    from collector import deadletters
+
+    running = run_collector(installs=[deadletters.install])
     call_command("demo", count=20, rate=100, fail_fraction=0.5, max_deliver=2,
                  retry_delay=0.05, slow_delay=0.01, initial_stock=1, wave_period=0, drain_timeout=20,
                  exporters="none")
@@ -31,6 +33,13 @@ def test_a_bounded_demo_run_fills_the_store_with_topics_producers_versions_dead_
                "a message on a .dlq subject")
     dlq = Event.objects.filter(stream__in=DEMO_STREAMS, subject__endswith=".dlq").first()
     assert dlq.headers.get("X-Error") and dlq.headers.get("X-Original-Topic")
+    # Both dead-letter paths: JetStream gave up on failing payments; the mailer used a DLQ subject.
+    from collector.models import DeadLetter
+
+    wait_until(lambda: DeadLetter.objects.filter(reason="max_deliveries", stream="ORDERS").exists(), 30,
+               "payments that ran out of deliveries")
+    dlq = DeadLetter.objects.filter(reason="dlq_subject", dlq_subject="email.requested.dlq").first()
+    assert dlq is not None and dlq.subject == "email.requested" and dlq.error
     untraced = Event.objects.filter(stream__in=DEMO_STREAMS, trace_id__isnull=True).exclude(
         subject="service.events")
     assert not untraced.exists()

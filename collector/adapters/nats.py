@@ -270,7 +270,12 @@ class NatsAdapter:
 async def publish(url, subject, headers, data, timeout=5.0):
     """Publish one message; through JetStream when a stream captures the subject (so
     `Nats-Msg-Id` deduplicates), else on core NATS. Returns a one-line outcome."""
-    nc = await nats.connect(url.split(","), connect_timeout=timeout, max_reconnect_attempts=0, allow_reconnect=False)
+    # nats-py keeps retrying a refused first connection: bound the whole attempt.
+    return await asyncio.wait_for(_publish(url, subject, headers, data, timeout), timeout * 3)
+
+
+async def _publish(url, subject, headers, data, timeout):
+    nc = await nats.connect(url.split(","), connect_timeout=timeout, max_reconnect_attempts=1, allow_reconnect=False)
     try:
         js = nc.jetstream(timeout=timeout)
         try:
