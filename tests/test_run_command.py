@@ -73,8 +73,10 @@ def stop(process):
 
 def test_up_serves_the_login_page_stops_everything_on_ctrl_c_and_keeps_data(tmp_path):
     var = Path(tempfile.mkdtemp(prefix="up-", dir=ROOT / "var"))
+    started = []
     try:
         first = start(var)
+        started.append(first)
         url, password = wait_for_url(first)
         assert password, "the first run prints the generated admin password"
         page = urllib.request.urlopen(url + "accounts/login/").read().decode()
@@ -84,6 +86,7 @@ def test_up_serves_the_login_page_stops_everything_on_ctrl_c_and_keeps_data(tmp_
         assert (var / "postgres" / "PG_VERSION").exists()
 
         second = start(var)
+        started.append(second)
         url, again = wait_for_url(second)
         assert again is None  # no new admin: the first run's database was kept
         # ... and the password shown by the first run still logs in.
@@ -99,4 +102,11 @@ def test_up_serves_the_login_page_stops_everything_on_ctrl_c_and_keeps_data(tmp_
         assert "<h1>Overview</h1>" in overview
         assert stop(second) == 0
     finally:
+        for process in started:
+            if process.poll() is None:  # a failed assertion must not leave Eventscope running
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.communicate(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
         shutil.rmtree(var, ignore_errors=True)
