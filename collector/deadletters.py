@@ -18,7 +18,7 @@ import re
 from datetime import datetime, timedelta, timezone
 
 import nats
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from nats.js.errors import NotFoundError
 
 from collector.adapters.nats import OBSERVER
@@ -139,10 +139,10 @@ async def on_commit(collector, rows):
         return
     rules = getattr(collector, "dlq_rules", None)
     if rules is None:
-        rules = collector.dlq_rules = await sync_to_async(DlqRules.load)()
+        rules = collector.dlq_rules = await database_sync_to_async(DlqRules.load)()
     candidates = [row for row in rows if rules.original_topic(row.subject) is not None]
     if candidates:
-        await _until_stored(collector, sync_to_async(_store_dlq_rows), rules, candidates)
+        await _until_stored(collector, database_sync_to_async(_store_dlq_rows), rules, candidates)
 
 
 async def _until_stored(collector, store, *args):
@@ -269,7 +269,7 @@ async def start(collector, stop):
         if advisory.get("consumer") == OBSERVER:
             return  # the collector's own observer: it never gives up on a message it stores
         letter = await letter_from_advisory(js, collector.broker.id, ADVISORIES[pattern_of(msg.subject)], advisory)
-        await _until_stored(collector, sync_to_async(store_letters), [letter])
+        await _until_stored(collector, database_sync_to_async(store_letters), [letter])
 
     subscriptions = [await nc.subscribe(subject, cb=on_advisory) for subject in ADVISORIES]
     try:
@@ -307,7 +307,7 @@ async def letter_from_advisory(js, broker_id, reason, advisory):
     letter.headers = {k: v for k, v in (original.headers or {}).items()} or None
     letter.raw = bytes(original.data or b"")
     letter.size = len(letter.raw)
-    letter.event_id = await sync_to_async(_event_id)(broker_id, stream, seq, original.time)
+    letter.event_id = await database_sync_to_async(_event_id)(broker_id, stream, seq, original.time)
     letter.trace_id, letter.span_id = _trace_of(letter.headers)
     return letter
 
@@ -353,11 +353,11 @@ async def follow(collector, stop):
         try:
             loop_time = asyncio.get_running_loop().time()
             if loop_time >= next_settings:
-                collector.dlq_rules = await sync_to_async(DlqRules.load)()
-                await sync_to_async(check_thresholds)()
+                collector.dlq_rules = await database_sync_to_async(DlqRules.load)()
+                await database_sync_to_async(check_thresholds)()
                 next_settings = loop_time + SETTINGS_SECONDS
             if loop_time >= next_prune:
-                await sync_to_async(prune)()
+                await database_sync_to_async(prune)()
                 next_prune = loop_time + 3600
             await follow_once(js)
         except Exception as error:  # the next round tries again
@@ -370,7 +370,7 @@ async def follow(collector, stop):
 
 async def follow_once(js):
     """One round over the pending retries; returns how many were settled."""
-    pending = await sync_to_async(_pending_retries)()
+    pending = await database_sync_to_async(_pending_retries)()
     floors = {}
     settled = 0
     for attempt_id, stream, seq, consumer, sent_at in pending:
@@ -379,9 +379,9 @@ async def follow_once(js):
             floors[key] = await _ack_floor(js, stream, consumer)
         floor = floors[key]
         if floor is not None and floor >= seq:
-            settled += await sync_to_async(_settle)(attempt_id, "consumed")
+            settled += await database_sync_to_async(_settle)(attempt_id, "consumed")
         elif sent_at < datetime.now(timezone.utc) - FOLLOW_GIVE_UP:
-            settled += await sync_to_async(_settle)(attempt_id, "unknown")
+            settled += await database_sync_to_async(_settle)(attempt_id, "unknown")
     return settled
 
 

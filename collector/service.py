@@ -15,7 +15,7 @@ import time
 from datetime import datetime, timezone
 
 import psycopg
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone as dj_timezone
 
@@ -232,8 +232,8 @@ class Collector:
             await self.adapter.close()
             for link in self.links:
                 await link.close()
-            await sync_to_async(self.forget_heartbeat)()
-            await sync_to_async(_close_django_connections)()
+            await database_sync_to_async(self.forget_heartbeat)()
+            await database_sync_to_async(_close_django_connections)()
 
     async def _extension(self, start, stop):
         try:
@@ -255,13 +255,13 @@ class Collector:
             try:
                 lag = await self.adapter.observer_lag()
                 self.metrics.lag.set(lag)
-                await sync_to_async(self.write_heartbeat)(lag)
+                await database_sync_to_async(self.write_heartbeat)(lag)
                 # Operators edit rules and scope in the admin while this runs.
-                _, self.rules, self.scope, self.max_payload = await sync_to_async(load_configuration)()
+                _, self.rules, self.scope, self.max_payload = await database_sync_to_async(load_configuration)()
                 if time.monotonic() >= self.next_prune:
                     # Retention as a side effect of normal work: whole partitions, once an hour.
                     self.next_prune = time.monotonic() + 3600
-                    dropped = await sync_to_async(prune)()
+                    dropped = await database_sync_to_async(prune)()
                     if dropped:
                         log.info("retention dropped %s", ", ".join(dropped))
             except Exception as error:  # a missed heartbeat is logged, the next one tries again

@@ -12,7 +12,7 @@ import logging
 import time
 
 import psycopg
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 
 from collector import spanstore
@@ -161,7 +161,7 @@ def _load_settings():
 
 async def serve_spans(collector, stop):
     """The collector extension: receivers up until `stop`, retention once an hour."""
-    trace_settings = await sync_to_async(_load_settings)()
+    trace_settings = await database_sync_to_async(_load_settings)()
     sink = SpanSink()
     writer = asyncio.create_task(sink.run())
     receivers = []
@@ -177,7 +177,7 @@ async def serve_spans(collector, stop):
             log.info("%s listening on port %s", receiver.name, receiver.port)
         while not stop.is_set():
             try:
-                dropped = await sync_to_async(spanstore.prune_spans)()
+                dropped = await database_sync_to_async(spanstore.prune_spans)()
                 if dropped:
                     log.info("span retention dropped %s", ", ".join(dropped))
             except Exception as error:  # the next hour tries again
