@@ -24,37 +24,10 @@ def unique(prefix):
     return f"{prefix}{uuid.uuid4().hex[:6].upper()}"
 
 
-class CollectorWithDeadLetters(RunningCollector):
-    """A running collector with dead-letter capture installed before it starts, as
-    `manage.py collect` has it."""
-
-    def __init__(self):
-        import asyncio as aio
-
-        from collector.service import Collector, load_configuration
-
-        broker, rules, scope, max_payload = load_configuration()
-        self.collector = Collector(broker, rules=rules, scope=scope, max_payload=max_payload)
-        deadletters.install(self.collector)
-        self.loop = aio.new_event_loop()
-        self.stop_event = None
-        ready = threading.Event()
-
-        def run():
-            aio.set_event_loop(self.loop)
-            self.stop_event = aio.Event()
-            ready.set()
-            self.loop.run_until_complete(self.collector.run(self.stop_event))
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        ready.wait(5)
-        wait_until(lambda: self.collector.listening, 20, "the collector to subscribe")
-
-
 @pytest.fixture
 def collector(transactional_db):
-    running = CollectorWithDeadLetters()
+    """A running collector with dead-letter capture installed, as `manage.py collect` has it."""
+    running = RunningCollector(installs=[deadletters.install])
     yield running
     running.stop()
 

@@ -2,7 +2,6 @@
 stored once, summarised per trace, rolled up per minute; bad input costs only itself."""
 import asyncio
 import socket
-import threading
 import time
 
 import pytest
@@ -20,35 +19,20 @@ from thriftpy2.thrift import TMessageType
 from thriftpy2.transport import TMemoryBuffer
 
 from collector.spans.jaeger import agent_thrift, jaeger_thrift
-from tests.conftest import wait_until
+from tests.conftest import RunningCollector, wait_until
 
 HOST = "127.0.0.1"
 
 pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated method __init__:DeprecationWarning")
 
 
-class SpanCollector:
+class SpanCollector(RunningCollector):
     """A collector with the span receivers installed, on free ports, in a thread of its own."""
 
     def __init__(self):
         from collector import tracing
-        from collector.service import Collector, load_configuration
 
-        broker, rules, scope, max_payload = load_configuration()
-        self.collector = Collector(broker, rules=rules, scope=scope, max_payload=max_payload)
-        tracing.install(self.collector)
-        self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run():
-            asyncio.set_event_loop(self.loop)
-            self.stop_event = asyncio.Event()
-            ready.set()
-            self.loop.run_until_complete(self.collector.run(self.stop_event))
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        ready.wait(5)
+        super().__init__(installs=[tracing.install])
         wait_until(lambda: len(self.collector.span_receivers) == 5, 20, "the span receivers to listen")
         self.ports = {r.name: r.port for r in self.collector.span_receivers}
         self.receivers = {r.name: r for r in self.collector.span_receivers}
@@ -73,10 +57,6 @@ class SpanCollector:
     def otlp_grpc(self):
         return f"{HOST}:{self.ports['OTLP/GRPC'.replace('GRPC', 'gRPC')]}"
 
-    def stop(self):
-        self.loop.call_soon_threadsafe(self.stop_event.set)
-        self.thread.join(20)
-        assert not self.thread.is_alive(), "collector did not stop"
 
 
 @pytest.fixture
