@@ -76,9 +76,8 @@ async def raw_read(url, count):
 async def collect_rows(url, count):
     """The backlog as the collector would store it (decoded outside the timing)."""
     import nats
-    from nats.js import api
 
-    from collector.adapters.nats import parse_ack_subject, RawMessage
+    from collector.adapters.nats import RawMessage
     from collector.service import Collector
     from collector.models import Broker
     from asgiref.sync import sync_to_async

@@ -162,8 +162,6 @@ def run_collector(transactional_db):
 
 def nats_publish(url, messages, stream=None, subjects=None, retention=None):
     """Publish [(subject, data, headers)] through JetStream (creating `stream`) or core NATS."""
-    import asyncio
-
     import nats
     from nats.js import api
 

@@ -5,7 +5,6 @@ import json
 import uuid
 
 import nats
-import pytest
 from nats.js import api
 
 from collector.models import Event, EventRollup, Topic

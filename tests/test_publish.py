@@ -1,5 +1,4 @@
 """Operators publish a message from the topic page, through a Celery task."""
-import asyncio
 import uuid
 
 import nats

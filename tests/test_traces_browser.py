@@ -6,7 +6,7 @@ import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
 from tests.conftest import browser_login
-from tests.test_traces_ingest import _empty_span_table, export_trace, hex_trace, span_collector, stored_spans  # noqa: F401
+from tests.test_traces_ingest import export_trace, hex_trace, span_collector, stored_spans  # noqa: F401 (fixture)
 from tests.test_traces_pages import span, store
 
 pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::DeprecationWarning")]

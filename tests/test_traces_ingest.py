@@ -69,17 +69,6 @@ def span_collector(transactional_db, settings):
     running.stop()
 
 
-@pytest.fixture(autouse=True)
-def _empty_span_table(request):
-    """The partitioned span table is not emptied by Django's flush after transactional tests."""
-    yield
-    if {"transactional_db", "live_server"} & set(request.fixturenames):
-        from django.db import connection
-
-        with request.getfixturevalue("django_db_blocker").unblock(), connection.cursor() as cursor:
-            cursor.execute("TRUNCATE collector_span")
-
-
 def export_trace(exporter, service="checkout", root="place order", child_error=True, attributes=None):
     """A parent and a child exported through `exporter`; returns the SDK's (parent, child)."""
     recorded = InMemorySpanExporter()

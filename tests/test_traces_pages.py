@@ -11,7 +11,6 @@ from collector import spanstore
 from collector.db import conninfo
 from collector.spans import Span
 from tests.conftest import run_async
-from tests.test_traces_ingest import _empty_span_table  # noqa: F401  (autouse)
 
 NOW_US = int(time.time() * 1_000_000)
 
