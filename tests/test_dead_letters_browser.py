@@ -6,9 +6,10 @@ import uuid
 
 import pytest
 
+from collector import deadletters
 from collector.models import DeadLetter
-from tests.conftest import browser_login, nats_publish, wait_until
-from tests.test_dead_letters import CollectorWithDeadLetters, failing_consumer, letter, make_stream
+from tests.conftest import RunningCollector, browser_login, nats_publish, wait_until
+from tests.test_dead_letters import failing_consumer, letter, make_stream
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -26,7 +27,7 @@ def test_an_operator_retries_a_dead_letter_and_sees_it_republished_then_consumed
     stream = "BRD" + uuid.uuid4().hex[:6].upper()
     subject = f"{stream.lower()}.order.created"
     make_stream(nats_url, stream, [f"{stream.lower()}.>"])
-    running = CollectorWithDeadLetters()
+    running = RunningCollector(installs=[deadletters.install])
     fixed = threading.Event()
     thread, stop = failing_consumer(nats_url, stream, subject, "billing", until=fixed)
     try:
