@@ -77,8 +77,8 @@ async def collect_rows(url, count):
     """The backlog as the collector would store it (decoded outside the timing)."""
     import nats
 
-    from collector.adapters.nats import RawMessage
-    from collector.service import Collector
+    from collector.brokers.nats import RawMessage
+    from collector.ingest.service import Collector
     from collector.models import Broker
     from asgiref.sync import sync_to_async
 
@@ -104,12 +104,13 @@ async def raw_write(rows, batch=2000):
     """(b) The store's idempotent write path (COPY into staging, INSERT ... ON CONFLICT, rollup), no decoding."""
     import psycopg
 
-    from collector import store
+    from collector.events import writer as store
+    from collector.partitions import EVENTS, Partitions
     from collector.db import conninfo
 
     async with await psycopg.AsyncConnection.connect(conninfo()) as conn:
         await store.prepare(conn)
-        partitions = store.Partitions()
+        partitions = Partitions(EVENTS)
         await partitions.ensure(conn, {row.ts.date() for row in rows})
         started = time.perf_counter()
         for start in range(0, len(rows), batch):

@@ -27,8 +27,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from thrift.protocol import TBinaryProtocol  # noqa: E402
 from thrift.transport import TTransport  # noqa: E402
 
-from collector.spans.jaeger import decode_jaeger_agent, decode_jaeger_batch  # noqa: E402
-from collector.spans.otlp import decode_otlp_protobuf  # noqa: E402
+from collector.traces.jaeger import decode_jaeger_agent, decode_jaeger_batch  # noqa: E402
+from collector.traces.otlp import decode_otlp_protobuf  # noqa: E402
 
 
 def web_spans(count):

@@ -55,8 +55,8 @@ def empty_tables():
 
 
 def decode_rate(bodies, datagrams):
-    from collector.spans.jaeger import decode_jaeger_agent
-    from collector.spans.otlp import decode_otlp_protobuf
+    from collector.traces.jaeger import decode_jaeger_agent
+    from collector.traces.otlp import decode_otlp_protobuf
 
     started = time.perf_counter()
     otlp = [span for body in bodies for span in decode_otlp_protobuf(body).spans]
@@ -71,12 +71,13 @@ async def write_rate(spans):
     """The raw idempotent write: COPY + merge in batches, then the same spans again (all duplicates)."""
     import psycopg
 
-    from collector import spanstore
+    from collector.partitions import SPANS, Partitions
+    from collector.traces import writer as spanstore
     from collector.db import conninfo
 
     async with await psycopg.AsyncConnection.connect(conninfo()) as conn:
         await spanstore.prepare(conn)
-        partitions = spanstore.Partitions()
+        partitions = Partitions(SPANS)
         rates = []
         for _ in range(2):
             started, new = time.perf_counter(), 0
@@ -117,8 +118,8 @@ def send_datagrams(port, datagrams, pause_every=20, pause=0.002):
 async def through_receiver(kind, payloads, expected, clients=8):
     """Start one receiver with the collector's sink, feed it from another process, and time
     until every span is committed (or nothing more arrives for 3 s)."""
-    from collector.spans.receivers import start_jaeger_agent, start_otlp_http
-    from collector.tracing import SpanSink
+    from collector.traces.receivers import start_jaeger_agent, start_otlp_http
+    from collector.traces.service import SpanSink
 
     sink = SpanSink()
     writer = asyncio.create_task(sink.run())

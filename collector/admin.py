@@ -2,8 +2,16 @@ from django import forms
 from django.contrib import admin, messages
 
 from collector.models import (
-    ApiToken, Broker, CollectorHeartbeat, DeadLetter, DeadLetterAlert, DeadLetterSettings, DeadLetterThreshold,
-    DecodingRule, RuntimeSettings, TraceSettings,
+    ApiToken,
+    Broker,
+    CollectorHeartbeat,
+    DeadLetter,
+    DeadLetterAlert,
+    DeadLetterSettings,
+    DeadLetterThreshold,
+    DecodingRule,
+    RuntimeSettings,
+    TraceSettings,
 )
 
 

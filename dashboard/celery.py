@@ -6,4 +6,5 @@ setup_django()
 
 app = Celery("dashboard")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["dashboard", "collector"])
+# Each capability keeps its tasks in `dashboard/<capability>/tasks.py`.
+app.autodiscover_tasks(["dashboard.events", "dashboard.deadletters"])

@@ -6,6 +6,8 @@ bad setting stops start-up with one line instead of a traceback deep in a driver
 import os
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from collector.secrets import redact_url
+
 
 class ConfigError(Exception):
     """A process setting is missing or malformed; str() is the one line to print."""
@@ -69,14 +71,14 @@ def env_url(name, default, schemes):
     parts = urlsplit(value)
     if parts.scheme not in schemes:
         raise ConfigError(
-            f"{name}={_redact(value)!r} must start with {' or '.join(s + '://' for s in schemes)}"
+            f"{name}={redact_url(value)!r} must start with {' or '.join(s + '://' for s in schemes)}"
         )
     try:
         parts.port
     except ValueError:
-        raise ConfigError(f"{name}={_redact(value)!r} has a bad port") from None
+        raise ConfigError(f"{name}={redact_url(value)!r} has a bad port") from None
     if not parts.hostname and not parse_qs(parts.query).get("host"):
-        raise ConfigError(f"{name}={_redact(value)!r} names no host")
+        raise ConfigError(f"{name}={redact_url(value)!r} names no host")
     return value
 
 
@@ -94,7 +96,7 @@ def database_from_url(name, url):
     query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
     dbname = unquote(parts.path.lstrip("/")) or query.pop("dbname", "")
     if not dbname:
-        raise ConfigError(f"{name}={_redact(url)!r} names no database")
+        raise ConfigError(f"{name}={redact_url(url)!r} names no database")
     host = query.pop("host", None) or parts.hostname or ""
     return {
         "ENGINE": "django.db.backends.postgresql",
@@ -107,10 +109,3 @@ def database_from_url(name, url):
         "CONN_MAX_AGE": 60,
         "CONN_HEALTH_CHECKS": True,
     }
-
-
-def _redact(url):
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(":" + parts.password + "@", ":***@", 1)
-    return url

@@ -74,7 +74,7 @@ def event_detail(event):
 
 def page_links(request, rows, more):
     """Query strings for the Older / Newer links of a keyset-paginated list (newest first)."""
-    from collector.readers import encode_cursor
+    from collector.events.readers import encode_cursor
 
     if not rows:
         return None, None
@@ -92,3 +92,8 @@ def page_links(request, rows, more):
     if request.GET.get("before") or (going_newer and more):
         newer = query(after=encode_cursor(rows[0]))
     return older, newer
+
+
+def window_json(window):
+    """A time window as the JSON API gives it back."""
+    return {"from": window.start.isoformat(), "to": window.end.isoformat(), "last": window.last}

@@ -103,7 +103,7 @@ class RunningCollector:
         import asyncio
         import threading
 
-        from collector.service import Collector, load_configuration
+        from collector.ingest.service import Collector, load_configuration
 
         broker, rules, scope, max_payload = load_configuration()
         options.setdefault("max_payload", max_payload)

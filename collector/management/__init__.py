@@ -1,0 +1,1 @@
+"""Management commands: the collector (`collect`), `prune`, `ensure_admin` and `demo`."""

@@ -17,8 +17,8 @@ class Command(BaseCommand):
     async def main(self):
         from asgiref.sync import sync_to_async
 
-        from collector.extensions import install_extensions
-        from collector.service import Collector, load_configuration
+        from collector.ingest.extensions import install_extensions
+        from collector.ingest.service import Collector, load_configuration
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

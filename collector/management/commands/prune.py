@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from collector.retention import prune
+from collector.events.retention import prune
 
 
 class Command(BaseCommand):

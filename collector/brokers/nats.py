@@ -1,0 +1,289 @@
+"""NATS as a stream of raw messages: every JetStream stream through a durable observer
+consumer, plus a core wildcard tap for subjects no stream captures.
+
+The adapter only turns the bus into `RawMessage`s and acks them when told; it knows
+nothing of decoding or storage.
+"""
+import asyncio
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import nats
+from nats.js import api
+from nats.js.errors import NotFoundError
+
+from collector.ingest.subjects import any_match
+from collector.waits import pause
+
+log = logging.getLogger("eventscope.nats")
+
+OBSERVER = os.environ.get("EVENTSCOPE_CONSUMER", "eventscope")
+DELIVER_PREFIX = "_INBOX.eventscope"
+IGNORED_PREFIXES = ("$JS.", "$SYS.", "_INBOX.", "$KV.", "$O.", "$MQTT.")
+DISCOVERY_SECONDS = 10.0
+
+
+@dataclass(slots=True)
+class RawMessage:
+    subject: str
+    stream: str  # "" for the core tap
+    seq: int  # stream sequence, or a receive counter on the core tap
+    ts: datetime  # broker time (JetStream) or receive time
+    received_at: datetime
+    headers: dict | None
+    data: bytes
+    reply: str | None = None  # the ack subject of a JetStream delivery
+
+
+@dataclass
+class StreamState:
+    name: str
+    subjects: list
+    retention: str
+    observed: bool  # False: WorkQueue stream captured by the core tap instead
+    note: str = ""
+    subscription: object = field(default=None, repr=False)
+
+
+def parse_ack_subject(reply):
+    """(stream, stream sequence, broker time) from a JetStream ack subject, v1 or v2 form."""
+    tokens = reply.split(".")
+    if len(tokens) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
+        stream, sseq, ts = tokens[2], tokens[5], tokens[7]
+    elif len(tokens) >= 11:  # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
+        stream, sseq, ts = tokens[4], tokens[7], tokens[9]
+    else:
+        raise ValueError(f"not a JetStream ack subject: {reply!r}")
+    nanos = int(ts)
+    when = datetime.fromtimestamp(nanos // 1_000_000_000, timezone.utc).replace(microsecond=(nanos // 1000) % 1_000_000)
+    return stream, int(sseq), when
+
+
+class NatsAdapter:
+    def __init__(self, url, deliver, creds=None, tls_ca=None, pending_bytes=64 * 1024 * 1024):
+        self.url = url
+        self.deliver = deliver  # async callable(RawMessage)
+        self.creds = creds
+        self.tls_ca = tls_ca
+        self.pending_bytes = pending_bytes
+        self.nc = None
+        self.js = None
+        self.streams = {}
+        self.core_seq = time.time_ns() // 1000
+        self.stream_subjects = {}  # core subject -> (a stream stores it, checked at)
+        self.counters = {"slow_consumer": 0, "reconnects": 0}
+        self._tasks = []
+
+    async def connect(self, stop):
+        """Connect, waiting 0.5, 1, 2 … 30 s between failed tries, until `stop` is set."""
+        wait = 0.5
+        options = dict(
+            servers=self.url.split(","), name="eventscope-collector", max_reconnect_attempts=-1,
+            reconnect_time_wait=1, error_cb=self._error, disconnected_cb=self._disconnected,
+            reconnected_cb=self._reconnected, allow_reconnect=True, pending_size=self.pending_bytes,
+        )
+        if self.creds:
+            options["user_credentials"] = self.creds
+        if self.tls_ca:
+            import ssl
+
+            options["tls"] = ssl.create_default_context(cafile=self.tls_ca)
+        while not stop.is_set():
+            try:
+                self.nc = await nats.connect(**options)
+                self.js = self.nc.jetstream()
+                log.info("connected to NATS at %s", self.nc.connected_url.netloc if self.nc.connected_url else self.url)
+                return True
+            except Exception as error:  # any failure to connect is retried the same way
+                log.warning("NATS connect failed (%s); retrying in %.1f s", error, wait)
+                await pause(stop, wait)
+                wait = min(30.0, wait * 2)
+        return False
+
+    async def _error(self, error):
+        if isinstance(error, nats.errors.SlowConsumerError):
+            self.counters["slow_consumer"] += 1
+        log.warning("NATS: %s", error)
+
+    async def _disconnected(self):
+        log.warning("NATS disconnected")
+
+    async def _reconnected(self):
+        self.counters["reconnects"] += 1
+        log.info("NATS reconnected")
+
+    async def start(self):
+        await self.discover()
+        await self.nc.subscribe(">", queue="eventscope-tap", cb=self._on_core, pending_bytes_limit=self.pending_bytes)
+        await self.nc.subscribe("$JS.EVENT.ADVISORY.STREAM.*.>", cb=self._on_stream_advisory)
+        self._tasks.append(asyncio.create_task(self._rediscover()))
+
+    async def _rediscover(self):
+        while True:
+            await asyncio.sleep(DISCOVERY_SECONDS)
+            try:
+                await self.discover()
+            except Exception as error:  # the next round tries again
+                log.warning("stream discovery failed: %s", error)
+
+    async def _on_stream_advisory(self, msg):
+        if ".STREAM.CREATED." in msg.subject or ".STREAM.DELETED." in msg.subject or ".STREAM.UPDATED." in msg.subject:
+            self.stream_subjects.clear()
+            await self.discover()
+
+    async def discover(self):
+        """Observe every stream: new ones get our durable consumer, deleted ones are dropped."""
+        infos = await self.nc.jsm().streams_info()
+        seen = set()
+        offset = len(infos)
+        while offset and offset % 256 == 0:
+            page = await self.nc.jsm().streams_info(offset)
+            if not page:
+                break
+            infos.extend(page)
+            offset += len(page)
+        for info in infos:
+            config = info.config
+            seen.add(config.name)
+            if config.name in self.streams:
+                self.streams[config.name].subjects = list(config.subjects or [])
+                continue
+            await self._observe(config)
+        for name in list(self.streams):
+            if name not in seen:
+                state = self.streams.pop(name)
+                if state.subscription is not None:
+                    await state.subscription.unsubscribe()
+
+    async def _observe(self, config):
+        retention = str(getattr(config.retention, "value", config.retention) or "limits")
+        state = StreamState(config.name, list(config.subjects or []), retention, observed=True)
+        if retention == api.RetentionPolicy.WORK_QUEUE.value:
+            # A WorkQueue stream allows one consumer per subject: ours would steal the
+            # application's messages. Its subjects are captured by the core tap instead.
+            state.observed = False
+            state.note = "WorkQueue stream: captured from the core tap (best effort)"
+            self.streams[config.name] = state
+            log.info("stream %s is a WorkQueue: tapping its subjects on core NATS", config.name)
+            return
+        deliver = f"{DELIVER_PREFIX}.{config.name}"
+        consumer = api.ConsumerConfig(
+            durable_name=OBSERVER,
+            description="Eventscope observer: stores every message, takes none from other consumers",
+            deliver_subject=deliver,
+            deliver_group=OBSERVER,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=60,
+            max_ack_pending=20000,
+            replay_policy=api.ReplayPolicy.INSTANT,
+        )
+        try:
+            await self.nc.jsm().add_consumer(config.name, consumer)
+        except nats.js.errors.BadRequestError as error:
+            # It exists with other settings (say an older version of ours): keep it and bind.
+            log.warning("observer on %s not (re)created: %s", config.name, error)
+        state.subscription = await self.nc.subscribe(
+            deliver, queue=OBSERVER, cb=self._on_stream, pending_bytes_limit=self.pending_bytes,
+            pending_msgs_limit=100_000,
+        )
+        self.streams[config.name] = state
+        log.info("observing stream %s (%s retention)", config.name, retention)
+
+    def _stream_captures(self, subject):
+        return any(state.observed and any_match(state.subjects, subject) for state in self.streams.values())
+
+    async def _stored_by_a_stream(self, subject):
+        """Whether a stream we observe stores `subject`. A stream made a moment ago may not
+        be discovered yet, so an unknown subject is asked of the server once (and cached),
+        which keeps a stream publish from being stored twice."""
+        if self._stream_captures(subject):
+            return True
+        known = self.stream_subjects.get(subject)
+        if known is not None and time.monotonic() - known[1] < DISCOVERY_SECONDS:
+            return known[0]
+        try:
+            reply = await self.nc.request("$JS.API.STREAM.NAMES", json.dumps({"subject": subject}).encode(), timeout=2)
+            names = json.loads(reply.data).get("streams") or []
+        except (nats.errors.Error, asyncio.TimeoutError, ValueError):
+            names = []
+        if any(name not in self.streams for name in names):
+            await self.discover()
+        captured = any(self.streams.get(name) is not None and self.streams[name].observed for name in names)
+        if len(self.stream_subjects) > 100_000:
+            self.stream_subjects.clear()
+        self.stream_subjects[subject] = (captured, time.monotonic())
+        return captured
+
+    async def _on_stream(self, msg):
+        if not msg.reply or not msg.reply.startswith("$JS.ACK."):
+            return  # flow control or heartbeat
+        now = datetime.now(timezone.utc)
+        stream, seq, ts = parse_ack_subject(msg.reply)
+        await self.deliver(RawMessage(msg.subject, stream, seq, ts, now, msg.headers, msg.data, msg.reply))
+
+    async def _on_core(self, msg):
+        if msg.reply.startswith("$JS.ACK."):
+            # A JetStream delivery to some consumer: the server names it by the message's
+            # original subject, so the `>` tap sees it too. It is stored from its stream.
+            return
+        subject = msg.subject
+        if subject.startswith(IGNORED_PREFIXES) or await self._stored_by_a_stream(subject):
+            return  # a stream publish is stored once, from the stream
+        now = datetime.now(timezone.utc)
+        self.core_seq += 1
+        await self.deliver(RawMessage(subject, "", self.core_seq, now, now, msg.headers, msg.data, None))
+
+    async def ack(self, messages):
+        publish = self.nc.publish
+        for message in messages:
+            if message.reply:
+                await publish(message.reply, b"")
+        await self.nc.flush()
+
+    async def observer_lag(self):
+        """Messages the observers have not yet stored, summed over streams."""
+        total = 0
+        for state in list(self.streams.values()):
+            if not state.observed:
+                continue
+            try:
+                info = await self.nc.jsm().consumer_info(state.name, OBSERVER, timeout=2)
+            except (NotFoundError, asyncio.TimeoutError, nats.errors.Error):
+                continue
+            total += (info.num_pending or 0) + (info.num_ack_pending or 0)
+        return total
+
+    async def close(self):
+        for task in self._tasks:
+            task.cancel()
+        if self.nc is not None and not self.nc.is_closed:
+            await self.nc.close()
+
+
+async def publish(url, subject, headers, data, timeout=5.0):
+    """Publish one message; through JetStream when a stream captures the subject (so
+    `Nats-Msg-Id` deduplicates), else on core NATS. Returns a one-line outcome."""
+    # nats-py keeps retrying a refused first connection: bound the whole attempt.
+    return await asyncio.wait_for(_publish(url, subject, headers, data, timeout), timeout * 3)
+
+
+async def _publish(url, subject, headers, data, timeout):
+    nc = await nats.connect(url.split(","), connect_timeout=timeout, max_reconnect_attempts=1, allow_reconnect=False)
+    try:
+        js = nc.jetstream(timeout=timeout)
+        try:
+            ack = await js.publish(subject, data, headers=headers or None, timeout=timeout)
+        except nats.js.errors.NoStreamResponseError:
+            await nc.publish(subject, data, headers=headers or None)
+            await nc.flush(timeout)
+            return "published on core NATS (no stream captures this subject)"
+        if ack.duplicate:
+            return f"already in stream {ack.stream} at sequence {ack.seq} (duplicate suppressed)"
+        return f"stored in stream {ack.stream} at sequence {ack.seq}"
+    finally:
+        await nc.close()

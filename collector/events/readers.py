@@ -1,0 +1,315 @@
+"""Queries over the store, shared by the pages and the JSON API."""
+from datetime import timedelta
+
+from django.db import connection
+from django.utils import timezone
+
+from collector import keyset
+from collector.keyset import BadFilter  # noqa: F401 (pages catch readers.BadFilter)
+from collector.models import CollectorHeartbeat, Event, PrunedRange, Topic
+
+
+def overview(window):
+    """Counts for the front page: what the collector has seen so far."""
+    params = {"start": _minute(window.start), "end": window.end}
+    with connection.cursor() as cursor:
+        # Sums and hash-grouped distincts: no per-group sorting over the window's rows.
+        cursor.execute(
+            """
+            SELECT coalesce(sum(count), 0)::bigint, coalesce(sum(bytes), 0)::bigint, coalesce(sum(errors), 0)::bigint
+            FROM collector_eventrollup WHERE minute >= %(start)s AND minute < %(end)s
+            """,
+            params,
+        )
+        events, size, errors = cursor.fetchone()
+        cursor.execute(
+            """
+            SELECT (SELECT count(*) FROM collector_topic WHERE last_seen >= %(start)s),
+                   (SELECT count(*) FROM (SELECT producer FROM collector_eventrollup
+                                          WHERE minute >= %(start)s AND minute < %(end)s AND producer <> ''
+                                          GROUP BY producer) p)
+            """,
+            params,
+        )
+        topics, producers = cursor.fetchone()
+        cursor.execute("SELECT max(last_seen), count(*) FROM collector_topic")
+        last_event, all_topics = cursor.fetchone()
+    return {
+        "events": events,
+        "bytes": size,
+        "errors": errors,
+        "topics": topics,
+        "producers": producers,
+        "all_topics": all_topics,
+        "last_event": last_event,
+        "collectors": collectors(),
+    }
+
+
+def collectors(stale_after=None):
+    from django.conf import settings
+
+    stale_after = stale_after or settings.COLLECTOR_STALE_SECONDS
+    now = timezone.now()
+    rows = []
+    recent = CollectorHeartbeat.objects.filter(beat__gte=now - timedelta(days=1))
+    for beat in recent.order_by("-beat")[:20]:
+        rows.append({"name": beat.name, "beat": beat.beat, "started": beat.started,
+                     "counters": beat.counters, "up": (now - beat.beat).total_seconds() <= stale_after})
+    return rows
+
+
+def find(query):
+    """Where the header search box goes: an event id, message key or trace id."""
+    query = query.strip()
+    if not query:
+        return None
+    if query.isdigit():
+        event = Event.objects.filter(id=int(query)).only("id").first()
+        if event:
+            return ("event", event.id)
+    for field in ("event_id", "key"):
+        event = Event.objects.filter(**{field: query}).order_by("-ts").only("id").first()
+        if event:
+            return ("event", event.id)
+    trace = query.lower()
+    if len(trace) in (16, 32) and all(c in "0123456789abcdef" for c in trace):
+        from collector.models import TraceSummary
+
+        trace = trace.rjust(32, "0")
+        if TraceSummary.objects.filter(trace_id=trace).exists() or Event.objects.filter(trace_id=trace).exists():
+            return ("trace", trace)
+    if Topic.objects.filter(name=query).exists():
+        return ("topic", query)
+    return None
+
+
+# --- topics --------------------------------------------------------------------
+
+TOPIC_SORTS = {
+    "name": "t.name ASC",
+    "count": "count DESC, t.name ASC",
+    "bytes": "bytes DESC, t.name ASC",
+    "errors": "errors DESC, t.name ASC",
+    "last_seen": "t.last_seen DESC, t.name ASC",
+}
+TOPIC_PAGE = 200
+SPARK_POINTS = 30
+
+
+def topics(window, sort="count", query="", broker=None, after=None, limit=TOPIC_PAGE):
+    """Topics with their traffic in the window, from the per-minute rollup (never the
+    raw events). Sorted by name or last seen, the page of topics is chosen first and only
+    its rollup rows are read (and it pages by keyset: `after` = last name shown); sorted
+    by traffic, the window's rollup is summed per topic once."""
+    sort = sort if sort in TOPIC_SORTS else "count"
+    where, params = ["TRUE"], {"start": _minute(window.start), "end": window.end, "limit": limit + 1}
+    if query:
+        where.append("t.name ILIKE %(query)s")
+        params["query"] = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    if broker:
+        where.append("b.name = %(broker)s")
+        params["broker"] = broker
+    if after and sort == "name":
+        where.append("t.name > %(after)s")
+        params["after"] = after
+    traffic = """
+        SELECT broker_id, subject, sum(count)::bigint AS count, sum(bytes)::bigint AS bytes,
+               sum(errors)::bigint AS errors
+        FROM collector_eventrollup
+        WHERE minute >= %(start)s AND minute < %(end)s {only}
+        GROUP BY 1, 2
+    """
+    if sort in ("name", "last_seen"):
+        sql = f"""
+            WITH page AS (
+                SELECT t.* , b.name AS broker_name FROM collector_topic t JOIN collector_broker b ON b.id = t.broker_id
+                WHERE {' AND '.join(where)} ORDER BY {TOPIC_SORTS[sort]} LIMIT %(limit)s
+            ), r AS ({traffic.format(only="AND subject IN (SELECT name FROM page)")})
+            SELECT t.name, t.stream, t.best_effort, t.first_seen, t.last_seen, t.broker_name,
+                   coalesce(r.count, 0), coalesce(r.bytes, 0), coalesce(r.errors, 0)
+            FROM page t LEFT JOIN r ON r.broker_id = t.broker_id AND r.subject = t.name
+            ORDER BY {TOPIC_SORTS[sort]}
+        """
+    else:
+        sql = f"""
+            SELECT t.name, t.stream, t.best_effort, t.first_seen, t.last_seen, b.name,
+                   coalesce(r.count, 0) AS count, coalesce(r.bytes, 0) AS bytes, coalesce(r.errors, 0) AS errors
+            FROM collector_topic t
+            JOIN collector_broker b ON b.id = t.broker_id
+            LEFT JOIN ({traffic.format(only="")}) r ON r.broker_id = t.broker_id AND r.subject = t.name
+            WHERE {' AND '.join(where)}
+            ORDER BY {TOPIC_SORTS[sort]}
+            LIMIT %(limit)s
+        """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    seconds = max(window.seconds, 1)
+    result = [
+        {"name": r[0], "stream": r[1], "best_effort": r[2], "first_seen": r[3], "last_seen": r[4], "broker": r[5],
+         "count": r[6], "bytes": r[7], "errors": r[8], "rate": r[6] / seconds}
+        for r in rows
+    ]
+    _attach_producers(result, window)
+    _attach_sparklines(result, window)
+    return result, more
+
+
+def _attach_producers(topics_, window):
+    if not topics_:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT subject, producer FROM collector_eventrollup
+            WHERE subject = ANY(%s) AND minute >= %s AND minute < %s AND producer <> ''
+            GROUP BY 1, 2
+            """,
+            [[t["name"] for t in topics_], _minute(window.start), window.end],
+        )
+        producers = {}
+        for subject, producer in cursor.fetchall():
+            producers.setdefault(subject, []).append(producer)
+    for topic in topics_:
+        topic["producers"] = sorted(producers.get(topic["name"], []))
+
+
+def _minute(moment):
+    return moment.replace(second=0, microsecond=0)
+
+
+def _attach_sparklines(topics_, window):
+    """Counts per bucket (SPARK_POINTS over the window) for the topics shown."""
+    if not topics_:
+        return
+    start = _minute(window.start)
+    span = max((window.end - start).total_seconds(), 60)
+    # The rollup is per minute: no more points than minutes, or empty buckets zigzag.
+    points = max(2, min(SPARK_POINTS, int(span // 60)))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT subject, least(floor(extract(epoch FROM minute - %s) / %s * %s)::int, %s - 1), sum(count)::bigint
+            FROM collector_eventrollup
+            WHERE subject = ANY(%s) AND minute >= %s AND minute < %s
+            GROUP BY 1, 2
+            """,
+            [start, span, points, points, [t["name"] for t in topics_], start, window.end],
+        )
+        buckets = {}
+        for subject, bucket, count in cursor.fetchall():
+            buckets.setdefault(subject, [0] * points)[max(bucket, 0)] += count
+    for topic in topics_:
+        topic["spark"] = buckets.get(topic["name"], [0] * points)
+
+
+def topic(name, broker=None):
+    found = Topic.objects.select_related("broker").filter(name=name)
+    if broker:
+        found = found.filter(broker__name=broker)
+    return found.order_by("broker__name").first()
+
+
+def topic_facets(name, window):
+    """Types, versions and producers seen on a topic in the window, for the filter menus."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT type, version, producer, sum(count)::bigint FROM collector_eventrollup
+            WHERE subject = %s AND minute >= %s AND minute < %s GROUP BY 1, 2, 3 ORDER BY 4 DESC
+            """,
+            [name, _minute(window.start), window.end],
+        )
+        rows = cursor.fetchall()
+    return {
+        "types": sorted({r[0] for r in rows if r[0]}),
+        "versions": sorted({r[1] for r in rows if r[1]}),
+        "producers": sorted({r[2] for r in rows if r[2]}),
+    }
+
+
+# --- events --------------------------------------------------------------------
+
+EVENT_PAGE = 50
+LIST_FIELDS = ["id", "ts", "subject", "stream", "seq", "size", "format", "event_id", "type", "version", "producer",
+               "key", "trace_id", "note", "truncated", "headers"]
+
+
+def encode_cursor(event):
+    return keyset.encode_cursor(event.ts, event.id)
+
+
+def events(window, subject=None, filters=None, before=None, after=None, limit=EVENT_PAGE):
+    """Newest first, keyset-paginated on (ts, id): `before`/`after` are cursors of the
+    last/first row of the current page. Filters: type, version, producer, key, trace,
+    header (`k=v`), path + equals (JSON path into the payload), contains (raw bytes)."""
+    filters = filters or {}
+    qs = Event.objects.filter(ts__gte=window.start, ts__lt=window.end)
+    if subject is not None:
+        qs = qs.filter(subject=subject)
+    for field in ("type", "version", "producer", "key"):
+        if filters.get(field):
+            qs = qs.filter(**{field: filters[field]})
+    if filters.get("trace"):
+        qs = qs.filter(trace_id=filters["trace"].strip().lower().rjust(32, "0"))
+    if filters.get("header"):
+        name, sep, value = filters["header"].partition("=")
+        if not sep or not name.strip():
+            raise BadFilter("header filter must look like name=value")
+        qs = qs.extra(where=["EXISTS (SELECT 1 FROM jsonb_each_text(collector_event.headers) h "
+                             "WHERE lower(h.key) = lower(%s) AND h.value = %s)"], params=[name.strip(), value.strip()])
+    if filters.get("path"):
+        path = [part for part in filters["path"].strip().lstrip("$").strip(".").split(".") if part]
+        if not path:
+            raise BadFilter("path must name a field, like customer.id")
+        qs = qs.extra(where=["collector_event.payload #>> %s = %s"], params=[path, filters.get("equals", "")])
+    if filters.get("contains"):
+        qs = qs.extra(where=["position(%s::bytea in collector_event.raw) > 0"],
+                      params=[filters["contains"].encode()])
+    ascending = False
+    if before:
+        ts, ident = keyset.decode_cursor(before)
+        qs = qs.extra(where=["(collector_event.ts, collector_event.id) < (%s, %s)"], params=[ts, ident])
+    elif after:
+        ts, ident = keyset.decode_cursor(after)
+        qs = qs.extra(where=["(collector_event.ts, collector_event.id) > (%s, %s)"], params=[ts, ident])
+        ascending = True
+    order = ["ts", "id"] if ascending else ["-ts", "-id"]
+    rows = list(qs.only(*LIST_FIELDS).order_by(*order)[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if ascending:
+        rows.reverse()
+    return rows, more
+
+
+def event(ident):
+    return Event.objects.filter(id=ident).first()
+
+
+def expired(table, ident):
+    """When a row with this id was dropped by retention, or None."""
+    return (PrunedRange.objects.filter(table=table, min_id__lte=ident, max_id__gte=ident)
+            .order_by("-pruned_at").first())
+
+
+def neighbours(event_):
+    """The previous and next message on the same subject."""
+    base = Event.objects.filter(subject=event_.subject, broker_id=event_.broker_id).only("id", "ts")
+    older = base.extra(where=["(ts, id) < (%s, %s)"], params=[event_.ts, event_.id]).order_by("-ts", "-id").first()
+    newer = base.extra(where=["(ts, id) > (%s, %s)"], params=[event_.ts, event_.id]).order_by("ts", "id").first()
+    return older, newer
+
+
+def stream_notes():
+    """Streams the collector captures differently (WorkQueue streams come from the core
+    tap), as its heartbeats report them."""
+    notes = {}
+    for beat in CollectorHeartbeat.objects.order_by("-beat")[:5]:
+        for name, state in (beat.counters or {}).get("streams", {}).items():
+            if state.get("note"):
+                notes.setdefault(name, state["note"])
+    return sorted(notes.items())

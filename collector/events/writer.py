@@ -1,0 +1,164 @@
+"""The one writer of the store.
+
+`write_events` takes decoded rows and commits them in one transaction: COPY into a
+staging table, then INSERT ... ON CONFLICT DO NOTHING into the day-partitioned events
+table, and in the same statement the per-minute rollup and the topic list, counting
+only the rows that were really new. Idempotent: writing the same messages again (a
+redelivery after a crash between commit and ack) changes nothing.
+"""
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import orjson
+from psycopg.types.json import Jsonb, set_json_dumps
+
+EVENT_COLUMNS = [
+    ("ts", "timestamptz"),
+    ("received_at", "timestamptz"),
+    ("broker_id", "int8"),
+    ("subject", "text"),
+    ("stream", "text"),
+    ("seq", "int8"),
+    ("headers", "jsonb"),
+    ("raw", "bytea"),
+    ("size", "int4"),
+    ("truncated", "bool"),
+    ("sha256", "bytea"),
+    ("format", "text"),
+    ("event_id", "text"),
+    ("type", "text"),
+    ("version", "text"),
+    ("producer", "text"),
+    ("key", "text"),
+    ("trace_id", "text"),
+    ("span_id", "text"),
+    ("payload", "jsonb"),
+    ("note", "text"),
+]
+_NAMES = ", ".join(name for name, _ in EVENT_COLUMNS)
+_TYPES = [kind for _, kind in EVENT_COLUMNS]
+
+STAGE = f"""
+CREATE TEMP TABLE IF NOT EXISTS event_stage ON COMMIT DELETE ROWS AS
+SELECT {_NAMES} FROM collector_event WITH NO DATA
+"""
+
+# One statement: new rows only feed the rollup and the topic list, so a replay is a no-op.
+MERGE = f"""
+WITH ins AS (
+    INSERT INTO collector_event ({_NAMES})
+    SELECT {_NAMES} FROM event_stage
+    ON CONFLICT DO NOTHING
+    RETURNING ts, broker_id, subject, stream, coalesce(producer, '') AS producer,
+              coalesce(type, '') AS type, coalesce(version, '') AS version, size, note IS NOT NULL AS bad
+), rollup AS (
+    INSERT INTO collector_eventrollup (minute, broker_id, subject, producer, type, version, count, bytes, errors)
+    SELECT date_trunc('minute', ts), broker_id, subject, producer, type, version,
+           count(*), sum(size), count(*) FILTER (WHERE bad)
+    FROM ins GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6
+    ON CONFLICT (minute, broker_id, subject, producer, type, version) DO UPDATE
+    SET count = collector_eventrollup.count + EXCLUDED.count,
+        bytes = collector_eventrollup.bytes + EXCLUDED.bytes,
+        errors = collector_eventrollup.errors + EXCLUDED.errors
+    RETURNING 1
+), topics AS (
+    INSERT INTO collector_topic (broker_id, name, stream, best_effort, first_seen, last_seen)
+    SELECT broker_id, subject, max(stream), max(stream) = '', min(ts), max(ts)
+    FROM ins GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (broker_id, name) DO UPDATE
+    SET last_seen = greatest(collector_topic.last_seen, EXCLUDED.last_seen),
+        stream = CASE WHEN EXCLUDED.stream <> '' THEN EXCLUDED.stream ELSE collector_topic.stream END,
+        best_effort = collector_topic.best_effort AND EXCLUDED.best_effort
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM rollup), (SELECT count(*) FROM topics)
+"""
+
+
+@dataclass(slots=True)
+class EventRow:
+    """A message ready to store: what the broker gave plus what the decoder found."""
+
+    ts: datetime
+    received_at: datetime
+    broker_id: int
+    subject: str
+    stream: str
+    seq: int
+    headers: dict | None
+    raw: bytes
+    size: int
+    truncated: bool
+    sha256: bytes | None
+    format: str
+    event_id: str | None = None
+    type: str | None = None
+    version: str | None = None
+    producer: str | None = None
+    key: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    payload: object = None
+    note: str | None = None
+
+    def copy_tuple(self):
+        return (
+            self.ts, self.received_at, self.broker_id, self.subject, self.stream, self.seq,
+            None if self.headers is None else Jsonb(self.headers), self.raw, self.size, self.truncated,
+            self.sha256, self.format, self.event_id, self.type, self.version, self.producer, self.key,
+            self.trace_id, self.span_id, None if self.payload is None else Jsonb(self.payload), self.note,
+        )
+
+
+def cap_payload(data, limit):
+    """Keep at most `limit` bytes of a message; a longer one keeps its full size and hash."""
+    if len(data) <= limit:
+        return data, False, None
+    return data[:limit], True, hashlib.sha256(data).digest()
+
+
+def _dumps(value):
+    """JSON for jsonb columns: orjson when it can (several times faster), else the json module
+    (integers wider than 64 bits)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False)
+
+
+async def prepare(conn):
+    """Per-connection setup: the staging table (temporary, so each connection has its own)."""
+    set_json_dumps(_dumps, conn)
+    async with conn.cursor() as cur:
+        await cur.execute(STAGE)
+    await conn.commit()
+
+
+async def write_events(conn, rows, partitions):
+    """Store `rows` in one transaction and commit. Returns how many were new.
+    Idempotent: a row already stored (same broker, stream, sequence and time) is skipped."""
+    if not rows:
+        return 0
+    try:
+        await partitions.ensure(conn, {row.ts.astimezone(timezone.utc).date() for row in rows})
+        async with conn.cursor() as cur:
+            async with cur.copy(f"COPY event_stage ({_NAMES}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(_TYPES)
+                for row in rows:
+                    await copy.write_row(row.copy_tuple())
+            await cur.execute(MERGE)
+            inserted = (await cur.fetchone())[0]
+        await conn.commit()
+    except BaseException:
+        await _rollback_quietly(conn)
+        raise
+    return inserted
+
+
+async def _rollback_quietly(conn):
+    try:
+        await conn.rollback()
+    except Exception:  # the connection itself may be gone; the caller reconnects
+        pass

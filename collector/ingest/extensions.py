@@ -1,0 +1,11 @@
+"""What the collector runs beside its broker taps; `manage.py collect` installs them all.
+Each capability that needs a part of the collector process offers one `install(collector)`."""
+from collector.deadletters import capture as deadletters
+from collector.traces import service as traces
+
+INSTALLS = [traces.install, deadletters.install]
+
+
+def install_extensions(collector):
+    for install in INSTALLS:
+        install(collector)

@@ -1,0 +1,262 @@
+"""Span receivers: Jaeger agent (UDP), Jaeger collector HTTP, OTLP/HTTP and OTLP/gRPC.
+
+Each ``start_*`` coroutine binds, starts serving, and returns a ``Receiver``.
+Decoded spans go to ``sink(spans)``, an async callable; if it raises (the store
+is down), HTTP answers 503 and gRPC UNAVAILABLE so exporters retry later. UDP
+cannot ask for a retry: those spans are counted as lost.
+"""
+import asyncio
+import logging
+import socket
+from dataclasses import dataclass
+
+import grpc
+from aiohttp import web
+from google.protobuf import json_format
+from google.rpc import code_pb2, status_pb2
+from opentelemetry.proto.collector.trace.v1 import (
+    trace_service_pb2,
+    trace_service_pb2_grpc,
+)
+
+from collector.traces.jaeger import decode_jaeger_agent, decode_jaeger_batch
+from collector.traces.model import SpanDecodeError
+from collector.traces.otlp import (
+    decode_otlp_json,
+    decode_otlp_protobuf,
+    decode_otlp_request,
+)
+
+log = logging.getLogger("collector.spans.receivers")
+
+MAX_BODY = 16 * 1024 * 1024
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
+_THRIFT_TYPES = frozenset({"application/x-thrift", "application/vnd.apache.thrift.binary"})
+_RETRY_LATER = "spans could not be stored; retry later"
+
+
+@dataclass
+class Counters:
+    payloads: int = 0  # datagrams or requests received
+    spans: int = 0  # spans handed to the sink
+    rejected_spans: int = 0  # spans left out of a payload that was otherwise fine
+    bad_payloads: int = 0  # undecodable, too large or of the wrong content type
+    sink_failures: int = 0  # payloads whose spans the sink did not take
+    dropped: int = 0  # datagrams dropped because the decode queue was full
+
+
+class Receiver:
+    """A running receiver: the port it is bound to, its counters, and how to stop it."""
+
+    def __init__(self, name, port, counters, stop):
+        self.name = name
+        self.port = port
+        self.counters = counters
+        self._stop = stop
+        self._stopping = None
+
+    def close(self):
+        """Start stopping; call it on the receiver's event loop."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop())
+
+    async def wait_closed(self):
+        self.close()
+        await self._stopping
+
+    def __repr__(self):
+        return f"<Receiver {self.name} on port {self.port}>"
+
+
+async def _deliver(name, result, sink, counters):
+    """Hand decoded spans to the sink; the sink's exception propagates after counting."""
+    if result.rejected:
+        counters.rejected_spans += len(result.rejected)
+        log.warning("%s: %d spans rejected, first: %s", name, len(result.rejected), result.rejected[0])
+    if not result.spans:
+        return
+    try:
+        await sink(result.spans)
+    except Exception:
+        counters.sink_failures += 1
+        log.exception("%s: the sink failed on %d spans", name, len(result.spans))
+        raise
+    counters.spans += len(result.spans)
+
+
+# Jaeger agent: UDP datagrams -----------------------------------------------------------
+
+
+class _DatagramQueue(asyncio.DatagramProtocol):
+    def __init__(self, queue, counters):
+        self.queue = queue
+        self.counters = counters
+
+    def datagram_received(self, data, addr):
+        self.counters.payloads += 1
+        try:
+            self.queue.put_nowait((data, addr))
+        except asyncio.QueueFull:
+            self.counters.dropped += 1
+
+
+async def start_jaeger_agent(host, port, sink, *, protocol="compact", queue_size=1000):
+    """Jaeger agent UDP: ``emitBatch`` datagrams, compact (usually 6831) or binary (6832)."""
+    name = f"Jaeger agent UDP ({protocol})"
+    counters = Counters()
+    # A bounded queue between the socket and the sink: a slow sink costs
+    # counted drops, never unbounded memory.
+    queue = asyncio.Queue(queue_size)
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: _DatagramQueue(queue, counters), local_addr=(host, port)
+    )
+    # Bursts arrive faster than one decode; the kernel caps this at net.core.rmem_max.
+    transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+
+    async def work():
+        while (item := await queue.get()) is not None:
+            data, addr = item
+            try:
+                result = decode_jaeger_agent(data, protocol)
+            except SpanDecodeError as exc:
+                counters.bad_payloads += 1
+                log.warning("%s: dropped a datagram of %d bytes from %s: %s", name, len(data), addr[0], exc.reason)
+                continue
+            try:
+                await _deliver(name, result, sink, counters)
+            except Exception:
+                pass  # counted and logged; UDP has no way to ask for a retry
+
+    worker = asyncio.create_task(work())
+
+    async def stop():
+        transport.close()
+        await queue.put(None)  # datagrams already queued are still delivered
+        await worker
+
+    return Receiver(name, transport.get_extra_info("sockname")[1], counters, stop)
+
+
+# HTTP: Jaeger collector and OTLP/HTTP --------------------------------------------------
+
+
+async def start_jaeger_http(host, port, sink, *, max_body=MAX_BODY):
+    """Jaeger collector HTTP: ``POST /api/traces`` with a binary thrift ``Batch``."""
+    name = "Jaeger HTTP"
+    counters = Counters()
+
+    async def post_traces(request):
+        counters.payloads += 1
+        if request.content_type not in _THRIFT_TYPES:
+            counters.bad_payloads += 1
+            text = f"Content-Type must be application/x-thrift, not {request.content_type}"
+            return web.Response(status=415, text=text)
+        body = await _read_body(request, max_body, counters)
+        try:
+            result = decode_jaeger_batch(body, "binary")
+        except SpanDecodeError as exc:
+            counters.bad_payloads += 1
+            return web.Response(status=400, text=exc.reason)
+        try:
+            await _deliver(name, result, sink, counters)
+        except Exception:
+            return web.Response(status=503, text=_RETRY_LATER)
+        text = "; ".join(result.rejected[:10])
+        return web.Response(status=202, text=f"{len(result.rejected)} spans rejected: {text}" if text else "")
+
+    return await _start_http(name, host, port, "/api/traces", post_traces, max_body, counters)
+
+
+async def start_otlp_http(host, port, sink, *, max_body=MAX_BODY):
+    """OTLP/HTTP: ``POST /v1/traces`` in protobuf or JSON, gzip or not."""
+    name = "OTLP/HTTP"
+    counters = Counters()
+    formats = {
+        "application/x-protobuf": (decode_otlp_protobuf, lambda m: m.SerializeToString()),
+        "application/json": (decode_otlp_json, lambda m: json_format.MessageToJson(m, indent=None)),
+    }
+
+    async def post_traces(request):
+        counters.payloads += 1
+        content_type = request.content_type
+        if content_type not in formats:
+            counters.bad_payloads += 1
+            text = f"Content-Type must be application/x-protobuf or application/json, not {content_type}"
+            return web.Response(status=415, text=text)
+        decode, encode = formats[content_type]
+
+        def reply(status, message):
+            return web.Response(status=status, body=encode(message), content_type=content_type)
+
+        body = await _read_body(request, max_body, counters)
+        try:
+            result = decode(body)
+        except SpanDecodeError as exc:
+            counters.bad_payloads += 1
+            return reply(400, status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=exc.reason))
+        try:
+            await _deliver(name, result, sink, counters)
+        except Exception:
+            return reply(503, status_pb2.Status(code=code_pb2.UNAVAILABLE, message=_RETRY_LATER))
+        return reply(200, _export_response(result))
+
+    return await _start_http(name, host, port, "/v1/traces", post_traces, max_body, counters)
+
+
+async def _read_body(request, max_body, counters):
+    # Refuse by the declared length before reading; aiohttp's client_max_size
+    # also stops chunked or gzip bodies that grow past max_body while read.
+    if request.content_length is not None and request.content_length > max_body:
+        counters.bad_payloads += 1
+        raise web.HTTPRequestEntityTooLarge(max_size=max_body, actual_size=request.content_length)
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        counters.bad_payloads += 1
+        raise
+
+
+async def _start_http(name, host, port, path, handler, max_body, counters):
+    app = web.Application(client_max_size=max_body)
+    app.router.add_post(path, handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return Receiver(name, runner.addresses[0][1], counters, runner.cleanup)
+
+
+def _export_response(result):
+    response = trace_service_pb2.ExportTraceServiceResponse()
+    if result.rejected:
+        response.partial_success.rejected_spans = len(result.rejected)
+        response.partial_success.error_message = "; ".join(result.rejected[:10])
+    return response
+
+
+# OTLP/gRPC ------------------------------------------------------------------------------
+
+
+class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self, sink, counters):
+        self.sink = sink
+        self.counters = counters
+
+    async def Export(self, request, context):
+        self.counters.payloads += 1
+        result = decode_otlp_request(request)
+        try:
+            await _deliver("OTLP/gRPC", result, self.sink, self.counters)
+        except Exception:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, _RETRY_LATER)
+        return _export_response(result)
+
+
+async def start_otlp_grpc(host, port, sink, *, max_body=MAX_BODY):
+    """OTLP/gRPC: ``opentelemetry.proto.collector.trace.v1.TraceService/Export``."""
+    counters = Counters()
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_body)])
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(sink, counters), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    return Receiver("OTLP/gRPC", bound, counters, lambda: server.stop(grace=2))

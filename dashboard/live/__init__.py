@@ -1,0 +1,2 @@
+"""Live: the websocket consumers (`/ws/events/`) and their routing. Imports `collector`
+and dashboard helpers."""

@@ -1,7 +1,0 @@
-from django.urls import path
-
-from dashboard import consumers
-
-websocket_urlpatterns = [
-    path("ws/events/", consumers.EventStreamConsumer.as_asgi()),
-]

@@ -1,0 +1,244 @@
+"""Trace pages: search, the waterfall, raw JSON, the RED view, comparing two traces,
+and signed read-only share links to one trace."""
+import time
+from datetime import timedelta
+
+from django.core import signing
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.http import urlencode
+from django.views.decorators.http import require_POST
+
+from collector.models import AuditEntry
+from collector.models.traces import TraceSettings
+from collector.roles import has_role
+from collector.traces import readers
+
+SHARE_SALT = "eventscope.traces.share"
+SHARE_CHOICES = [("1h", 1), ("24h", 24), ("7d", 24 * 7)]  # label, hours
+
+
+def _search_query(params):
+    return readers.Search(
+        service=params.get("service", "").strip(),
+        operation=params.get("operation", "").strip(),
+        tags=readers.parse_tags(params.getlist("tags")),
+        min_duration_us=readers.parse_duration_us(params.get("minDuration")),
+        max_duration_us=readers.parse_duration_us(params.get("maxDuration")),
+        errors_only=params.get("error") in ("1", "on", "true"),
+        limit=min(int(params["limit"]), 1000) if params.get("limit", "").isdigit() else readers.SEARCH_LIMIT,
+    )
+
+
+def human_us(us):
+    """A duration for people: µs below a millisecond, ms below a second, else seconds."""
+    if us is None:
+        return "—"
+    if abs(us) < 1000:
+        return f"{us} µs"
+    if abs(us) < 1_000_000:
+        return f"{us / 1000:.2f} ms"
+    return f"{us / 1_000_000:.2f} s"
+
+
+def trace_window(summary):
+    """An absolute window around a trace, so its link keeps working as time passes."""
+    return {"from": (summary.start - timedelta(minutes=1)).isoformat(timespec="seconds"),
+            "to": (summary.end + timedelta(minutes=1)).isoformat(timespec="seconds")}
+
+
+def trace_url(summary, span_id=None):
+    query = trace_window(summary)
+    if span_id:
+        query["span"] = span_id
+    return reverse("trace", args=[summary.trace_id]) + "?" + urlencode(query)
+
+
+def trace_list(request):
+    """Search by service, operation, tags, duration and errors within the URL's time window."""
+    error = None
+    try:
+        query = _search_query(request.GET)
+        results = readers.search(request.window, query)
+    except readers.BadQuery as bad:
+        query, results, error = readers.Search(), [], str(bad)
+    longest = max((r.duration_us for r in results), default=0) or 1
+    rows = [{"summary": r, "url": trace_url(r), "duration_us": r.duration_us, "duration": human_us(r.duration_us),
+             "bar": max(1, round(100 * r.duration_us / longest))} for r in results]
+    services = readers.services()
+    operations = [name for name, _ in readers.operations(query.service)] if query.service else []
+    context = {"rows": rows, "query": query, "error": error, "services": services,
+               "operations": sorted(set(operations)), "scatter": _scatter(rows, request.window, longest),
+               "tags_text": " ".join(request.GET.getlist("tags"))}
+    return render(request, "traces/traces.html", context, status=400 if error else 200)
+
+
+def _scatter(rows, window, longest, width=800, height=160, pad=8):
+    """Points of duration over time for the search results' SVG."""
+    span = max(window.seconds, 1)
+    points = []
+    for row in rows:
+        summary = row["summary"]
+        x = pad + (width - 2 * pad) * (summary.start - window.start).total_seconds() / span
+        y = height - pad - (height - 2 * pad) * row["duration_us"] / longest
+        points.append({"x": round(x, 1), "y": round(y, 1), "url": row["url"], "error": summary.error_count > 0,
+                       "r": 3 + min(5, summary.span_count // 20),
+                       "title": f"{summary.root_service} {summary.root_operation} {row['duration_us'] / 1000:.1f} ms"})
+    return {"width": width, "height": height, "points": points}
+
+
+def _load_trace(request, trace_id):
+    """(summary, spans) or a 404/410 response."""
+    ident = readers.normalise_trace_id(trace_id)
+    summary = readers.summary(ident) if ident else None
+    if summary is None:
+        gone = readers.pruned(request.window) if ident and not request.window.last else None
+        if gone is not None:
+            return None, render(request, "gone.html", {"pruned": gone, "what": f"Trace {ident}"}, status=410)
+        events = readers.events_of_trace(ident) if ident else []
+        if events:
+            # Events carried the trace context but no spans arrived: show what is known.
+            return None, render(request, "traces/trace_events.html", {"trace_id": ident, "events": events})
+        raise Http404(f"No trace {trace_id}")
+    return (summary, readers.spans(ident, summary)), None
+
+
+def trace_data(summary, spans, with_events=True):
+    """The waterfall's data: times in µs from the trace's start."""
+    origin = int(summary.start.timestamp() * 1_000_000)
+    events = readers.events_for_spans(summary.trace_id, spans) if with_events else {}
+    hops = readers.hops(summary.trace_id, spans) if with_events else {}
+    return {
+        "trace_id": summary.trace_id,
+        "start_us": origin,
+        "duration_us": summary.duration_us,
+        "root": {"service": summary.root_service, "operation": summary.root_operation},
+        "spans": [{
+            "id": s.span_id, "parent": s.parent_span_id, "service": s.service, "operation": s.operation,
+            "kind": s.kind, "start": int(s.start.timestamp() * 1_000_000) - origin, "duration": s.duration_us,
+            "error": s.error, "status": {"code": s.status_code, "message": s.status_message},
+            "tags": s.tags, "resource": s.resource, "events": s.events, "links": s.links, "scope": s.scope,
+            "notes": s.notes, "message_id": s.message_id, "destination": s.destination,
+            "stored_events": [{"url": reverse("event", args=[ident]), "subject": subject}
+                              for ident, subject in events.get(s.span_id, [])],
+            "hops": [{"trace_id": h.trace_id, "span_id": h.span_id, "service": h.service, "operation": h.operation,
+                      "kind": h.kind, "url": reverse("trace", args=[h.trace_id]) + "?span=" + h.span_id}
+                     for h in hops.get(s.span_id, [])],
+        } for s in spans],
+    }
+
+
+def trace_detail(request, trace_id):
+    loaded, response = _load_trace(request, trace_id)
+    if response:
+        return response
+    summary, spans = loaded
+    settings_ = TraceSettings.load()
+    can_share = settings_.share_links and has_role(request.user, "operator", "admin")
+    return render(request, "traces/trace.html", {
+        "summary": summary, "data": trace_data(summary, spans), "span_count": len(spans),
+        "duration": human_us(summary.duration_us), "events": readers.events_of_trace(summary.trace_id),
+        "permalink": trace_url(summary), "json_url": reverse("trace_json", args=[summary.trace_id]),
+        "can_share": can_share, "share_choices": SHARE_CHOICES, "shared": False,
+    })
+
+
+def trace_json(request, trace_id):
+    """The trace as JSON, offered as a download."""
+    loaded, response = _load_trace(request, trace_id)
+    if response:
+        return response
+    summary, spans = loaded
+    response = JsonResponse(trace_data(summary, spans), json_dumps_params={"ensure_ascii": False})
+    response["Content-Disposition"] = f'attachment; filename="trace-{summary.trace_id}.json"'
+    return response
+
+
+def red(request):
+    """Rate, errors and duration percentiles per service and operation (Jaeger's Monitor tab)."""
+    service = request.GET.get("service", "").strip()
+    rows = readers.red(request.window, service or None)
+    for row in rows:
+        for key in ("mean", "p50", "p95", "p99"):
+            row[key] = human_us(None if row[key + "_us"] is None else int(row[key + "_us"]))
+        row["error_percent"] = f"{100 * row['error_rate']:.1f} %"
+    return render(request, "traces/trace_red.html", {"rows": rows, "service": service, "services": readers.services()})
+
+
+def compare(request):
+    """Two traces side by side: spans in one and not the other, and duration differences."""
+    ids = [readers.normalise_trace_id(request.GET.get(key, "")) for key in ("a", "b")]
+    summaries = [readers.summary(ident) if ident else None for ident in ids]
+    rows = []
+    if all(summaries):
+        rows = readers.compare(readers.spans(ids[0], summaries[0]), readers.spans(ids[1], summaries[1]))
+        for row in rows:
+            row.update(mean_a=human_us(row["mean_a_us"]), mean_b=human_us(row["mean_b_us"]),
+                       delta=human_us(row["delta_us"]))
+    return render(request, "traces/trace_compare.html", {"a": summaries[0], "b": summaries[1], "rows": rows,
+                                                  "a_id": request.GET.get("a", ""), "b_id": request.GET.get("b", "")})
+
+
+# --- share links -------------------------------------------------------------------
+
+
+@require_POST
+def share_create(request, trace_id):
+    """An operator makes a signed, expiring, read-only link to this one trace."""
+    settings_ = TraceSettings.load()
+    if not settings_.share_links:
+        raise PermissionDenied("Share links are turned off")
+    if not has_role(request.user, "operator", "admin"):
+        raise PermissionDenied("Only operators make share links")
+    ident = readers.normalise_trace_id(trace_id)
+    summary = readers.summary(ident) if ident else None
+    if summary is None:
+        raise Http404(f"No trace {trace_id}")
+    hours = dict((label, h) for label, h in SHARE_CHOICES).get(request.POST.get("expires"), 24)
+    hours = min(hours, settings_.share_link_max_days * 24)
+    expires = int(time.time()) + hours * 3600
+    token = signing.dumps({"t": ident, "e": expires}, salt=SHARE_SALT, compress=True)
+    url = reverse("trace_share", args=[token])
+    AuditEntry.objects.create(user=request.user, action="share trace", target=ident,
+                              detail={"expires": expires}, result="link made")
+    return render(request, "traces/trace_shared.html", {"summary": summary, "url": url, "hours": hours,
+                                                 "back": trace_url(summary)})
+
+
+def _shared_trace(token):
+    """The trace id a share token opens, or PermissionDenied saying why not."""
+    if not TraceSettings.load().share_links:
+        raise PermissionDenied("Share links are turned off")
+    try:
+        payload = signing.loads(token, salt=SHARE_SALT)
+    except signing.BadSignature:
+        raise PermissionDenied("This share link is not valid") from None
+    if payload.get("e", 0) < time.time():
+        raise PermissionDenied("This share link has expired")
+    return payload["t"]
+
+
+def shared_trace(request, token):
+    ident = _shared_trace(token)
+    summary = readers.summary(ident)
+    if summary is None:
+        raise Http404("The shared trace is no longer stored")
+    spans = readers.spans(ident, summary)
+    return render(request, "traces/trace.html", {
+        "summary": summary, "data": trace_data(summary, spans, with_events=False), "span_count": len(spans),
+        "duration": human_us(summary.duration_us),
+        "permalink": reverse("trace_share", args=[token]), "json_url": reverse("trace_share_json", args=[token]),
+        "can_share": False, "shared": True,
+    })
+
+
+def shared_trace_json(request, token):
+    ident = _shared_trace(token)
+    summary = readers.summary(ident)
+    if summary is None:
+        raise Http404("The shared trace is no longer stored")
+    response = JsonResponse(trace_data(summary, readers.spans(ident, summary), with_events=False))
+    response["Content-Disposition"] = f'attachment; filename="trace-{ident}.json"'
+    return response
