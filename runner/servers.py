@@ -158,7 +158,7 @@ class Server:
 def _package_dir(name):
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"the package {name} is not installed (pip install -r requirements.txt)")
+        raise RuntimeError(f"the package {name} is not installed (pip install -r requirements-dev.txt)")
     return Path(list(spec.submodule_search_locations)[0])
 
 

