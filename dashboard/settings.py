@@ -38,7 +38,13 @@ RABBITMQ_URL = env_url("RABBITMQ_URL", None, ("amqp", "amqps"))
 
 EVENTSCOPE_HTTP_PORT = env_port("EVENTSCOPE_HTTP_PORT", 8000)
 EVENTSCOPE_METRICS_PORT = env_int("EVENTSCOPE_METRICS_PORT", 9464, minimum=0, maximum=65535)  # 0: off
+# /metrics stays on loopback unless a scraper elsewhere needs it (compose sets 0.0.0.0).
+EVENTSCOPE_METRICS_HOST = env_str("EVENTSCOPE_METRICS_HOST", "127.0.0.1")
 EVENTSCOPE_SPANS_HOST = env_str("EVENTSCOPE_SPANS_HOST", "0.0.0.0")
+# Unset: the span receivers take spans from anyone, as a Jaeger or OTLP collector does.
+SPAN_RECEIVER_TOKEN = env_str("SPAN_RECEIVER_TOKEN", None)
+# UDP cannot carry the token: with one set, the Jaeger agent ports open only when this is true.
+JAEGER_UDP_OPEN = env_bool("JAEGER_UDP_OPEN", False)
 JAEGER_AGENT_PORT = env_port("JAEGER_AGENT_PORT", 6831)
 JAEGER_BINARY_PORT = env_port("JAEGER_BINARY_PORT", 6832)
 JAEGER_HTTP_PORT = env_port("JAEGER_HTTP_PORT", 14268)

@@ -52,6 +52,8 @@ class DemoConfig:
     formats: tuple = FORMATS
     exporters: tuple = EXPORTERS  # empty: spans are made (trace context flows) but not exported
     spans_host: str = field(default_factory=lambda: env_str("EVENTSCOPE_SPANS_HOST", "127.0.0.1"))
+    # Sent the way each exporter can (Bearer header, Basic password); UDP carries none.
+    spans_token: str = field(default_factory=lambda: env_str("SPAN_RECEIVER_TOKEN", ""), repr=False)
     jaeger_agent_port: int = field(default_factory=lambda: env_port("JAEGER_AGENT_PORT", 6831))
     jaeger_http_port: int = field(default_factory=lambda: env_port("JAEGER_HTTP_PORT", 14268))
     otlp_http_port: int = field(default_factory=lambda: env_port("OTLP_HTTP_PORT", 4318))

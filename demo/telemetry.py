@@ -62,22 +62,26 @@ def jaeger_exporter(**options):
 
 
 def make_exporter(name, config):
-    host = config.spans_host
+    host, token = config.spans_host, config.spans_token
+    bearer = {"authorization": f"Bearer {token}"} if token else None
     if name == "jaeger-udp":
         return jaeger_exporter(
             agent_host_name=host, agent_port=config.jaeger_agent_port, udp_split_oversized_batches=True
         )
     if name == "jaeger-http":
         endpoint = f"http://{host}:{config.jaeger_http_port}/api/traces"
-        return jaeger_exporter(collector_endpoint=endpoint, timeout=EXPORT_TIMEOUT)
+        basic = {"username": "demo", "password": token} if token else {}
+        return jaeger_exporter(collector_endpoint=endpoint, timeout=EXPORT_TIMEOUT, **basic)
     if name == "otlp-http":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        return OTLPSpanExporter(endpoint=f"http://{host}:{config.otlp_http_port}/v1/traces", timeout=EXPORT_TIMEOUT)
+        return OTLPSpanExporter(endpoint=f"http://{host}:{config.otlp_http_port}/v1/traces", timeout=EXPORT_TIMEOUT,
+                                headers=bearer)
     if name == "otlp-grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        return OTLPSpanExporter(endpoint=f"{host}:{config.otlp_grpc_port}", insecure=True, timeout=EXPORT_TIMEOUT)
+        return OTLPSpanExporter(endpoint=f"{host}:{config.otlp_grpc_port}", insecure=True, timeout=EXPORT_TIMEOUT,
+                                headers=bearer)
     raise ValueError(f"unknown exporter {name!r}")
 
 

@@ -26,7 +26,7 @@ class Metrics:
             "db_errors": int(self.db_errors._value.get()),
         }
 
-    def serve(self, port, host="0.0.0.0"):
+    def serve(self, port, host="127.0.0.1"):
         """Expose /metrics; a port already in use is reported, not fatal."""
         if not port:
             return None

@@ -4,11 +4,21 @@ Each ``start_*`` coroutine binds, starts serving, and returns a ``Receiver``.
 Decoded spans go to ``sink(spans)``, an async callable; if it raises (the store
 is down), HTTP answers 503 and gRPC UNAVAILABLE so exporters retry later. UDP
 cannot ask for a retry: those spans are counted as lost.
+
+With a ``token`` (SPAN_RECEIVER_TOKEN) each TCP receiver checks it the way the real
+exporters can send it: OTLP/HTTP as ``Authorization: Bearer <token>`` and OTLP/gRPC as
+``authorization: Bearer <token>`` metadata (the OTLP exporters' ``headers`` option), Jaeger
+HTTP as HTTP Basic with the token as the password (the Jaeger exporter's ``username`` and
+``password``, the only credentials it sends). A missing or wrong one gets 401 or
+UNAUTHENTICATED and is counted. UDP datagrams carry no credentials at all.
 """
 import asyncio
+import base64
+import binascii
+import hmac
 import logging
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import grpc
 from aiohttp import web
@@ -43,6 +53,42 @@ class Counters:
     bad_payloads: int = 0  # undecodable, too large or of the wrong content type
     sink_failures: int = 0  # payloads whose spans the sink did not take
     dropped: int = 0  # datagrams dropped because the decode queue was full
+    unauthorized: int = 0  # requests refused for a missing or wrong token
+
+
+class TokenCheck:
+    """SPAN_RECEIVER_TOKEN as the exporters send it; without a token every request passes."""
+
+    def __init__(self, token=None):
+        self.token = token.encode() if token else None
+
+    def _same(self, given):
+        # Constant time: the answer must not tell how much of a guess was right.
+        return hmac.compare_digest(given.encode(), self.token)
+
+    def bearer(self, header):
+        """`Authorization: Bearer <token>` (OTLP/HTTP header, OTLP/gRPC metadata)."""
+        if self.token is None:
+            return True
+        scheme, _, value = (header or "").strip().partition(" ")
+        return scheme.lower() == "bearer" and self._same(value.strip())
+
+    def basic(self, header):
+        """HTTP Basic with the token as the password, whatever the user name (Jaeger HTTP)."""
+        if self.token is None:
+            return True
+        scheme, _, value = (header or "").strip().partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            _user, colon, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        return bool(colon) and self._same(password)
+
+
+COUNTER_FIELDS = tuple(f.name for f in fields(Counters))
+_UNAUTHORIZED = "missing or wrong span receiver token (SPAN_RECEIVER_TOKEN)"
 
 
 class Receiver:
@@ -140,13 +186,18 @@ async def start_jaeger_agent(host, port, sink, *, protocol="compact", queue_size
 # HTTP: Jaeger collector and OTLP/HTTP --------------------------------------------------
 
 
-async def start_jaeger_http(host, port, sink, *, max_body=MAX_BODY):
+async def start_jaeger_http(host, port, sink, *, max_body=MAX_BODY, token=None):
     """Jaeger collector HTTP: ``POST /api/traces`` with a binary thrift ``Batch``."""
     name = "Jaeger HTTP"
     counters = Counters()
+    check = TokenCheck(token)
 
     async def post_traces(request):
         counters.payloads += 1
+        if not check.basic(request.headers.get("Authorization")):
+            counters.unauthorized += 1
+            return web.Response(status=401, text=_UNAUTHORIZED,
+                                headers={"WWW-Authenticate": 'Basic realm="eventscope spans"'})
         if request.content_type not in _THRIFT_TYPES:
             counters.bad_payloads += 1
             text = f"Content-Type must be application/x-thrift, not {request.content_type}"
@@ -167,10 +218,11 @@ async def start_jaeger_http(host, port, sink, *, max_body=MAX_BODY):
     return await _start_http(name, host, port, "/api/traces", post_traces, max_body, counters)
 
 
-async def start_otlp_http(host, port, sink, *, max_body=MAX_BODY):
+async def start_otlp_http(host, port, sink, *, max_body=MAX_BODY, token=None):
     """OTLP/HTTP: ``POST /v1/traces`` in protobuf or JSON, gzip or not."""
     name = "OTLP/HTTP"
     counters = Counters()
+    check = TokenCheck(token)
     formats = {
         "application/x-protobuf": (decode_otlp_protobuf, lambda m: m.SerializeToString()),
         "application/json": (decode_otlp_json, lambda m: json_format.MessageToJson(m, indent=None)),
@@ -179,15 +231,21 @@ async def start_otlp_http(host, port, sink, *, max_body=MAX_BODY):
     async def post_traces(request):
         counters.payloads += 1
         content_type = request.content_type
-        if content_type not in formats:
+        decode, encode = formats.get(content_type, (None, None))
+
+        def reply(status, message, headers=None):
+            return web.Response(status=status, body=encode(message), content_type=content_type, headers=headers)
+
+        if not check.bearer(request.headers.get("Authorization")):
+            counters.unauthorized += 1
+            challenge = {"WWW-Authenticate": 'Bearer realm="eventscope spans"'}
+            if encode is None:
+                return web.Response(status=401, text=_UNAUTHORIZED, headers=challenge)
+            return reply(401, status_pb2.Status(code=code_pb2.UNAUTHENTICATED, message=_UNAUTHORIZED), challenge)
+        if decode is None:
             counters.bad_payloads += 1
             text = f"Content-Type must be application/x-protobuf or application/json, not {content_type}"
             return web.Response(status=415, text=text)
-        decode, encode = formats[content_type]
-
-        def reply(status, message):
-            return web.Response(status=status, body=encode(message), content_type=content_type)
-
         body = await _read_body(request, max_body, counters)
         try:
             result = decode(body)
@@ -238,12 +296,17 @@ def _export_response(result):
 
 
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self, sink, counters):
+    def __init__(self, sink, counters, check):
         self.sink = sink
         self.counters = counters
+        self.check = check
 
     async def Export(self, request, context):
         self.counters.payloads += 1
+        metadata = dict(context.invocation_metadata() or ())
+        if not self.check.bearer(metadata.get("authorization")):
+            self.counters.unauthorized += 1
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, _UNAUTHORIZED)
         result = decode_otlp_request(request)
         try:
             await _deliver("OTLP/gRPC", result, self.sink, self.counters)
@@ -252,11 +315,11 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         return _export_response(result)
 
 
-async def start_otlp_grpc(host, port, sink, *, max_body=MAX_BODY):
+async def start_otlp_grpc(host, port, sink, *, max_body=MAX_BODY, token=None):
     """OTLP/gRPC: ``opentelemetry.proto.collector.trace.v1.TraceService/Export``."""
     counters = Counters()
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_body)])
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(sink, counters), server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(sink, counters, TokenCheck(token)), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
     return Receiver("OTLP/gRPC", bound, counters, lambda: server.stop(grace=2))

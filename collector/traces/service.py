@@ -19,6 +19,7 @@ from collector.db import WriterConnection
 from collector.partitions import SPANS
 from collector.traces import writer as span_writer
 from collector.traces.receivers import (
+    COUNTER_FIELDS,
     start_jaeger_agent,
     start_jaeger_http,
     start_otlp_grpc,
@@ -130,17 +131,26 @@ class _Writer(WriterConnection):
             return inserted, reasons
 
 
-
 async def start_receivers(sink, host, max_body):
-    """The receivers named by the settings; a port set to None is not opened."""
+    """The receivers named by the settings; a port set to None is not opened. With
+    SPAN_RECEIVER_TOKEN set the TCP receivers check it, and the Jaeger UDP ports, which
+    cannot carry it, stay closed unless JAEGER_UDP_OPEN is true."""
+    token = settings.SPAN_RECEIVER_TOKEN
+    udp_open = not token or settings.JAEGER_UDP_OPEN
     # UDP datagrams are only queued, so the agent decodes the next one while a batch commits.
     plans = [
-        (start_jaeger_agent, settings.JAEGER_AGENT_PORT, sink.enqueue, {"protocol": "compact"}),
-        (start_jaeger_agent, settings.JAEGER_BINARY_PORT, sink.enqueue, {"protocol": "binary"}),
-        (start_jaeger_http, settings.JAEGER_HTTP_PORT, sink, {"max_body": max_body}),
-        (start_otlp_http, settings.OTLP_HTTP_PORT, sink, {"max_body": max_body}),
-        (start_otlp_grpc, settings.OTLP_GRPC_PORT, sink, {"max_body": max_body}),
+        (start_jaeger_http, settings.JAEGER_HTTP_PORT, sink, {"max_body": max_body, "token": token}),
+        (start_otlp_http, settings.OTLP_HTTP_PORT, sink, {"max_body": max_body, "token": token}),
+        (start_otlp_grpc, settings.OTLP_GRPC_PORT, sink, {"max_body": max_body, "token": token}),
     ]
+    if udp_open:
+        plans[:0] = [
+            (start_jaeger_agent, settings.JAEGER_AGENT_PORT, sink.enqueue, {"protocol": "compact"}),
+            (start_jaeger_agent, settings.JAEGER_BINARY_PORT, sink.enqueue, {"protocol": "binary"}),
+        ]
+    else:
+        log.warning("Jaeger agent UDP ports closed: UDP cannot carry SPAN_RECEIVER_TOKEN "
+                    "(JAEGER_UDP_OPEN=true opens them without authentication)")
     receivers = []
     for start, port, target, options in plans:
         if port is None:
@@ -192,7 +202,26 @@ async def serve_spans(collector, stop):
                 log.warning("closing the span receivers: %s", error)
 
 
+class ReceiverMetrics:
+    """The receivers' counters on the collector's /metrics, one series per receiver:
+    `eventscope_span_receiver_<counter>_total{receiver="OTLP/HTTP"}` (unauthorized, payloads …)."""
+
+    def __init__(self, collector):
+        self.collector = collector
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        for field in COUNTER_FIELDS:
+            family = CounterMetricFamily(f"eventscope_span_receiver_{field}", f"Span receiver counter: {field}",
+                                         labels=["receiver"])
+            for receiver in self.collector.span_receivers:
+                family.add_metric([receiver.name], getattr(receiver.counters, field))
+            yield family
+
+
 def install(collector):
     """Run the span receivers beside `collector`'s loop (call before `collector.run`)."""
     collector.span_sink, collector.span_receivers = None, []
     collector.extensions.append(serve_spans)
+    collector.metrics.registry.register(ReceiverMetrics(collector))

@@ -29,11 +29,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated method __init
 class SpanCollector(RunningCollector):
     """A collector with the span receivers installed, on free ports, in a thread of its own."""
 
-    def __init__(self):
+    def __init__(self, receivers=5):
         from collector.traces import service as tracing
 
         super().__init__(installs=[tracing.install])
-        wait_until(lambda: len(self.collector.span_receivers) == 5, 20, "the span receivers to listen")
+        wait_until(lambda: len(self.collector.span_receivers) == receivers, 20, "the span receivers to listen")
         self.ports = {r.name: r.port for r in self.collector.span_receivers}
         self.receivers = {r.name: r for r in self.collector.span_receivers}
 

@@ -29,7 +29,7 @@ class Command(BaseCommand):
         collector = Collector(broker, rules=rules, scope=scope, max_payload=max_payload,
                               decode_workers=settings.EVENTSCOPE_DECODE_WORKERS)
         install_extensions(collector)
-        collector.metrics.serve(settings.EVENTSCOPE_METRICS_PORT)
+        collector.metrics.serve(settings.EVENTSCOPE_METRICS_PORT, settings.EVENTSCOPE_METRICS_HOST)
         log.info("collector %s starting on %s", collector.name, broker.display_url)
         await collector.run(stop)
         log.info("collector stopped")
