@@ -118,7 +118,8 @@ class DeadLetterThresholdAdmin(admin.ModelAdmin):
 
 @admin.register(DeadLetterAlert)
 class DeadLetterAlertAdmin(admin.ModelAdmin):
-    list_display = ["at", "threshold", "count", "notified"]
+    list_display = ["at", "threshold", "count", "delivery", "notified"]
+    list_filter = ["delivery"]
 
 
 @admin.register(DeadLetter)

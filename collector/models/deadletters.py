@@ -26,6 +26,11 @@ class DeadLetterSettings(models.Model):
     retention_days = models.PositiveIntegerField(default=30, help_text="Dead letters older than this are deleted.")
     audit_retention_days = models.PositiveIntegerField(default=180, help_text="Audit entries older than this are deleted.")
     bulk_rate = models.PositiveIntegerField(default=2000, help_text="Bulk retries send at most this many messages a second.")
+    allow_private_webhooks = models.BooleanField(
+        "allow private webhook targets", default=False,
+        help_text="Let alert webhooks reach loopback and private addresses (127.0.0.0/8, 10.0.0.0/8, 172.16.0.0/12, "
+                  "192.168.0.0/16, fc00::/7 …). Link-local addresses and cloud metadata hosts are refused always.",
+    )
 
     class Meta:
         verbose_name = verbose_name_plural = "dead-letter settings"
@@ -195,18 +200,49 @@ class DeadLetterThreshold(models.Model):
     consumer = models.CharField(max_length=200, blank=True, default="", help_text="Only this consumer (blank: any).")
     count = models.PositiveIntegerField(default=10)
     minutes = models.PositiveIntegerField(default=5)
-    webhook = models.URLField(blank=True, default="", help_text="POSTed a JSON summary when the threshold is crossed.")
+    webhook = models.URLField(blank=True, default="", help_text="POSTed a JSON summary when the threshold is crossed "
+                                                                "(by the worker; link-local and metadata hosts refused).")
     enabled = models.BooleanField(default=True)
 
     def __str__(self):
         return f"> {self.count} in {self.minutes} min on {self.subject_pattern} {self.consumer}".strip()
 
+    def clean(self):
+        from django.core.exceptions import ValidationError
+
+        from collector.deadletters.webhooks import static_refusal
+
+        reason = static_refusal(self.webhook) if self.webhook else None
+        if reason:
+            raise ValidationError({"webhook": reason})
+
 
 class DeadLetterAlert(models.Model):
-    """A threshold crossed: recorded, and posted to its webhook when it has one."""
+    """A threshold crossed: recorded once per crossing (the threshold and the start of its
+    window are unique together), then posted to its webhook by the worker."""
+
+    class Delivery(models.TextChoices):
+        NONE = "none", "no webhook"
+        PENDING = "pending", "queued for the worker"
+        SENDING = "sending", "sending"
+        POSTED = "posted", "posted"
+        FAILED = "failed", "not posted"
+        REFUSED = "refused", "refused (target not allowed)"
 
     threshold = models.ForeignKey(DeadLetterThreshold, on_delete=models.CASCADE)
     at = models.DateTimeField(auto_now_add=True, db_index=True)
+    window_start = models.DateTimeField(
+        null=True, help_text="The threshold's window (aligned to its length) in which it was crossed.")
     count = models.IntegerField()
     detail = models.JSONField(default=dict)
+    webhook = models.URLField(blank=True, default="", help_text="Where the alert goes, as set when it was raised.")
+    delivery = models.CharField(max_length=16, choices=Delivery.choices, default=Delivery.NONE)
+    queued_at = models.DateTimeField(null=True, help_text="Last handed to the worker.")
+    delivered_at = models.DateTimeField(null=True)
     notified = models.CharField(max_length=500, blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["threshold", "window_start"], name="deadletteralert_once"),
+        ]
+        indexes = [models.Index(fields=["delivery", "queued_at"], name="deadletteralert_delivery")]

@@ -1,4 +1,5 @@
-"""Retrying dead letters: the claim the web side makes, and the Celery tasks that republish.
+"""Retrying dead letters: the claim the web side makes, and the Celery tasks that republish;
+and the delivery of dead-letter alerts, which the collector queues by task name.
 
 One click, one message. A retry form carries the attempt number it was rendered with;
 `claim` moves the dead letter to `retrying` and to the next attempt with one conditional
@@ -294,3 +295,12 @@ def run_retry_job(job_id, audit_id):
     result = f"{job.sent} republished, {job.skipped} skipped (changed meanwhile), {job.failed} failed"
     AuditEntry.objects.filter(pk=audit_id).update(result=result)
     return result
+
+
+@app.task(name="eventscope.send_alert")
+def send_alert(alert_id):
+    """Post one recorded dead-letter alert to its webhook (queued by the collector, which
+    sends tasks by this name only); a second delivery of the task posts nothing."""
+    from collector.deadletters.alerts import deliver
+
+    return deliver(alert_id)

@@ -1,11 +1,11 @@
-"""What became of a retry (consumed or died again), alerts on growth, and retention."""
+"""What became of a retry (consumed or died again), and retention (alerts: test_alerts.py)."""
 import threading
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
-from collector.deadletters import alerts, retention
+from collector.deadletters import retention
 from collector.models import AuditEntry, Broker, DeadLetter, RetryAttempt
 from tests.conftest import nats_publish, wait_until
 from tests.deadletters.conftest import failing_consumer, letter, make_stream, unique
@@ -42,43 +42,7 @@ def test_a_retried_message_is_followed_until_consumed_or_dead_again(collector, o
     assert "died again" in page and "consumed" in page
 
 
-# --- alerts and retention ---------------------------------------------------------------
-
-
-def test_dead_letter_growth_above_a_threshold_is_recorded_once_and_posted_to_the_webhook(broker):
-    """Six dead letters on orders.* against a threshold of five in ten minutes: one alert,
-    posted as JSON to a real HTTP endpoint; a second check in the same window adds none."""
-    import json
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
-    from collector.models import DeadLetterAlert, DeadLetterThreshold
-
-    received = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        DeadLetterThreshold.objects.create(subject_pattern="orders.*", count=5, minutes=10,
-                                           webhook=f"http://127.0.0.1:{server.server_port}/hook")
-        for n in range(6):
-            letter(broker, "orders.created" if n % 2 else "orders.paid")
-        letter(broker, "payments.failed")
-        [alert] = alerts.check_thresholds()
-        assert alerts.check_thresholds() == []
-    finally:
-        server.shutdown()
-    assert alert.count == 6 and alert.notified == "posted: HTTP 204"
-    assert received[0]["count"] == 6 and received[0]["subjects"] == {"orders.created": 3, "orders.paid": 3}
-    assert DeadLetterAlert.objects.count() == 1
+# --- retention ---------------------------------------------------------------
 
 
 def test_retention_deletes_old_dead_letters_and_audit_entries(broker):
