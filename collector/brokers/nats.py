@@ -265,6 +265,24 @@ class NatsAdapter:
             await self.nc.close()
 
 
+def secured_options(url):
+    """nats.connect options for the bus NATS_URL names: its credentials file (NATS_CREDS)
+    and CA (NATS_TLS_CA). The worker's publish and retry connect with them as the collector
+    does; a broker added in the admin with another URL gets neither."""
+    from django.conf import settings
+
+    options = {}
+    if url != settings.NATS_URL:
+        return options
+    if settings.NATS_CREDS:
+        options["user_credentials"] = settings.NATS_CREDS
+    if settings.NATS_TLS_CA:
+        import ssl
+
+        options["tls"] = ssl.create_default_context(cafile=settings.NATS_TLS_CA)
+    return options
+
+
 async def publish(url, subject, headers, data, timeout=5.0):
     """Publish one message; through JetStream when a stream captures the subject (so
     `Nats-Msg-Id` deduplicates), else on core NATS. Returns a one-line outcome."""
@@ -273,7 +291,8 @@ async def publish(url, subject, headers, data, timeout=5.0):
 
 
 async def _publish(url, subject, headers, data, timeout):
-    nc = await nats.connect(url.split(","), connect_timeout=timeout, max_reconnect_attempts=1, allow_reconnect=False)
+    nc = await nats.connect(url.split(","), connect_timeout=timeout, max_reconnect_attempts=1, allow_reconnect=False,
+                            **secured_options(url))
     try:
         js = nc.jetstream(timeout=timeout)
         try:

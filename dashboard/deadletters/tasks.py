@@ -19,6 +19,7 @@ from django.db.models import F
 from django.utils import timezone
 from nats.js.errors import NoStreamResponseError
 
+from collector.brokers.nats import secured_options
 from collector.deadletters.rules import RETRIED_BY, RETRY_ATTEMPT, RETRY_OF
 from collector.models import (
     AuditEntry,
@@ -173,7 +174,7 @@ class Publisher:
                 # 1 means two tries, and the overall timeout bounds it whatever the client does.
                 nc = await asyncio.wait_for(nats.connect(
                     url.split(","), connect_timeout=self.timeout, max_reconnect_attempts=1, reconnect_time_wait=0.5,
-                    allow_reconnect=False, error_cb=_quiet), 2 * self.timeout)
+                    allow_reconnect=False, error_cb=_quiet, **secured_options(url)), 2 * self.timeout)
             except Exception as error:  # every message stays unsent, with the reason
                 return [("failed", "", None, f"broker unreachable: {error or type(error).__name__}")] * len(messages)
             self.connections[url] = nc
