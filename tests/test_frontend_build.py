@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,13 +21,17 @@ BUNDLE = ROOT / "dashboard" / "static" / "eventscope"
 REBUILD_HINT = "rebuild with `cd frontend && npm ci && npm run build` and commit dashboard/static/eventscope/"
 NPM_ENV = {"npm_config_audit": "false", "npm_config_fund": "false", "npm_config_update_notifier": "false"}
 
+NODE_MISSING = shutil.which("node") is None or shutil.which("npm") is None
+# A user with only Python skips these; CI (CI=true), whose .ci/run installs Node, never does.
 needs_node = pytest.mark.skipif(
-    shutil.which("node") is None or shutil.which("npm") is None,
+    NODE_MISSING and not os.environ.get("CI"),
     reason="Node.js and npm are not installed; the committed bundle is used as it is",
 )
 
 
 def run(command, cwd, timeout):
+    if NODE_MISSING:
+        pytest.fail("CI must rebuild the frontend, but Node.js or npm is missing (.ci/run installs nodejs and npm)")
     result = subprocess.run(
         command,
         cwd=cwd,
@@ -87,3 +92,13 @@ def test_rebuilding_the_frontend_reproduces_the_committed_bundle_byte_for_byte(t
     assert set(built) == set(committed), f"the build makes {sorted(built)}, committed are {sorted(committed)}; {REBUILD_HINT}"
     stale = [name for name in sorted(built) if built[name] != committed[name]]
     assert not stale, f"a fresh build differs from the committed {', '.join(stale)}; {REBUILD_HINT}"
+
+
+def test_without_node_the_rebuild_test_fails_in_ci_instead_of_skipping(tmp_path):
+    """With no node or npm on PATH and CI=true (as CI runs), the test fails and says why."""
+    env = {**os.environ, "PATH": str(tmp_path), "CI": "true"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", f"{__file__}::test_frontend_unit_tests_pass"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert "1 failed" in result.stdout, result.stdout[-3000:]
+    assert "Node.js or npm is missing (.ci/run installs nodejs and npm)" in result.stdout
