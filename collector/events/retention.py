@@ -1,9 +1,18 @@
 """Retention for events: whole day partitions past `event_retention_days` are dropped and
-remembered, so that a link into them answers 410 with the date, not 404."""
+remembered, so that a link into them answers 410 with the date, not 404.
+
+A message older than that (a stream backfilled from its start) is never stored: the
+collector counts it as expired and acks it (`Collector.split_expired`)."""
 from datetime import datetime, timedelta, timezone
 
 from collector.models import RuntimeSettings
-from collector.partitions import EVENTS, drop_before
+from collector.partitions import EVENTS, drop_before, midnight
+
+
+def expiry(now, days):
+    """The start of the oldest day kept: a message before it is past retention, and its
+    day's partition is one `prune` drops."""
+    return midnight((now - timedelta(days=days)).date())
 
 
 def prune(now=None, days=None, table=EVENTS):
