@@ -245,10 +245,6 @@ class NatsAdapter:
                 await publish(message.reply, b"")
         await self.nc.flush()
 
-    async def observer_lag(self):
-        """Messages the observers have not yet stored, summed over streams."""
-        return sum(pending for _, pending in (await self.observer_progress()).values())
-
     async def observer_progress(self):
         """{stream: (ack floor, messages pending)} of each observer consumer: the floor is the
         stream sequence below which every message is acked; pending counts the messages not

@@ -7,7 +7,7 @@ A message older than that (a stream backfilled from its start) is never stored: 
 collector counts it as expired and acks it (`Collector.split_expired`)."""
 from datetime import datetime, timedelta, timezone
 
-from collector.models import RuntimeSettings
+from collector.models import EventRollup, RuntimeSettings, Topic
 from collector.partitions import EVENTS, drop_before, midnight
 
 
@@ -20,8 +20,6 @@ def expiry(now, days):
 def prune(now=None, days=None, table=EVENTS):
     """Drop every partition that ends before now - retention, with the rollup minutes and
     the topics older than the oldest day kept; return the partitions' names."""
-    from collector.models import EventRollup, Topic
-
     now = now or datetime.now(timezone.utc)
     days = RuntimeSettings.load().event_retention_days if days is None else days
     dropped = drop_before(table, now - timedelta(days=days), ids=True)
