@@ -45,3 +45,24 @@ class WriterConnection:
             except Exception:  # already gone
                 pass
         self.conn = None
+
+
+# SQLSTATE classes that blame one row: data exceptions (22: out of range, bad encoding ...),
+# integrity constraints (23) and program limits (54: an index row too large). Waiting
+# cures none of them; storing that row differently does.
+_ROW_CLASSES = ("22", "23", "54")
+
+
+def is_outage(error):
+    """Whether `error` is database trouble to wait out, acking nothing meanwhile: the
+    server unreachable, restarting, out of space, or the schema or privileges wrong
+    (nothing is dropped while an operator fixes it), rather than a refused row (store it
+    differently and go on). Takes psycopg's errors and Django's wrappers of them; any
+    other exception is no outage."""
+    from django import db
+
+    if not isinstance(error, (psycopg.Error, db.Error)):
+        return False
+    cause = error.__cause__ if isinstance(error, db.Error) and error.__cause__ is not None else error
+    state = getattr(cause, "sqlstate", None)
+    return not (state and state.startswith(_ROW_CLASSES))

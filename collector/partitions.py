@@ -39,6 +39,16 @@ class Partitions:
             await conn.commit()
             self.known.add(day)
 
+    def forget(self):
+        """Retention dropped partitions (here or in another process): check again before writing."""
+        self.known.clear()
+
+
+def no_partition(error):
+    """Whether a write failed because its day's partition is gone (dropped after this
+    process created or saw it)."""
+    return getattr(error, "sqlstate", None) == "23514" and "no partition" in str(error)
+
 
 def partitions(table=EVENTS):
     """(name, start, end) of each partition of `table`, oldest first."""

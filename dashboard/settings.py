@@ -54,6 +54,9 @@ OTLP_GRPC_PORT = env_port("OTLP_GRPC_PORT", 4317)
 EVENTSCOPE_DECODE_WORKERS = env_int("EVENTSCOPE_DECODE_WORKERS", 1, minimum=0, maximum=64)
 # The collector's heartbeat older than this marks it down on /healthz.
 COLLECTOR_STALE_SECONDS = env_int("COLLECTOR_STALE_SECONDS", 30, minimum=1)
+# A collector whose observers' ack floor has not moved for this long while messages are
+# pending is stalled: /healthz reports it down.
+COLLECTOR_STALL_SECONDS = env_int("COLLECTOR_STALL_SECONDS", 120, minimum=1)
 
 INSTALLED_APPS = [
     "daphne",

@@ -245,9 +245,11 @@ class NatsAdapter:
                 await publish(message.reply, b"")
         await self.nc.flush()
 
-    async def observer_lag(self):
-        """Messages the observers have not yet stored, summed over streams."""
-        total = 0
+    async def observer_progress(self):
+        """{stream: (ack floor, messages pending)} of each observer consumer: the floor is the
+        stream sequence below which every message is acked; pending counts the messages not
+        yet delivered plus those delivered and not acked. Streams that do not answer are left out."""
+        found = {}
         for state in list(self.streams.values()):
             if not state.observed:
                 continue
@@ -255,8 +257,9 @@ class NatsAdapter:
                 info = await self.nc.jsm().consumer_info(state.name, OBSERVER, timeout=2)
             except (NotFoundError, asyncio.TimeoutError, nats.errors.Error):
                 continue
-            total += (info.num_pending or 0) + (info.num_ack_pending or 0)
-        return total
+            floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
+            found[state.name] = (floor or 0, (info.num_pending or 0) + (info.num_ack_pending or 0))
+        return found
 
     async def close(self):
         for task in self._tasks:

@@ -18,6 +18,7 @@ from channels.db import database_sync_to_async
 from nats.js.errors import NotFoundError
 
 from collector.brokers.nats import OBSERVER
+from collector.db import is_outage
 from collector.deadletters import follow as following
 from collector.deadletters.rules import RETRY_ATTEMPT, RETRY_OF, DlqRules
 
@@ -52,13 +53,20 @@ async def on_commit(collector, rows):
 
 
 async def _until_stored(collector, store, *args):
+    """Run `store` until the database takes it. An outage is waited out with growing
+    waits (the batch stays unacked meanwhile); any other failure is a bug or a row no
+    rule foresaw: it is logged and the batch goes on, since retrying cannot cure it and
+    would hold back every message behind it."""
     from collector.ingest.service import Abandoned
 
     wait = 0.25
     while True:
         try:
             return await store(*args)
-        except Exception as error:  # the database is down or refused: the batch stays unacked
+        except Exception as error:
+            if not is_outage(error):
+                log.exception("dead letters not stored (%s); going on without them", error)
+                return None
             if collector.stop.is_set():
                 raise Abandoned() from error
             log.warning("storing dead letters failed (%s); retrying in %.2f s", error, wait)
@@ -93,23 +101,58 @@ def _event_ids(rows):
 def store_letters(letters):
     """Store dead letters, each once. A new one is counted in the rollup, and when it is
     a retried message dying again it is linked to the dead letter it was a retry of.
-    Idempotent. Returns the new ones."""
+    Idempotent. Returns the new ones.
+
+    Each letter is stored in its own transaction: one the database refuses is stored
+    again without the fields it took from headers, with a note saying why, and never
+    holds back the others. A database outage is raised for the caller to wait out."""
+    new = []
+    for letter in letters:
+        try:
+            saved = _store_one(letter)
+        except Exception as error:
+            if is_outage(error):
+                raise
+            saved = _store_refused(letter, error)
+        if saved is not None:
+            new.append(saved)
+    return new
+
+
+def _store_one(letter):
     from django.db import transaction
 
     from collector.models import DeadLetter
 
-    new = []
-    for letter in letters:
-        with transaction.atomic():
-            if DeadLetter.objects.filter(key=letter.key).exists():
-                continue
-            _link_to_earlier_death(letter)
-            saved, created = DeadLetter.objects.get_or_create(key=letter.key, defaults=_fields(letter))
-            if created:
-                _count(saved)
-                _record_death_of_retry(saved)
-                new.append(saved)
-    return new
+    with transaction.atomic():
+        if DeadLetter.objects.filter(key=letter.key).exists():
+            return None
+        _link_to_earlier_death(letter)
+        saved, created = DeadLetter.objects.get_or_create(key=letter.key, defaults=_fields(letter))
+        if not created:
+            return None
+        _count(saved)
+        _record_death_of_retry(saved)
+        return saved
+
+
+def _store_refused(letter, error):
+    """Store a letter the database refused, keeping its message (subject, raw bytes) and
+    leaving out what came from its headers; when even that is refused, log it and go on
+    (its event is stored, so the message itself is not lost)."""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    log.warning("dead letter %s refused (%s); stored without its header fields", letter.key, reason)
+    letter.headers, letter.deliveries, letter.error, letter.retry_of_id = None, None, "", None
+    letter.trace_id = letter.span_id = ""
+    letter.note = "; ".join(filter(None, [letter.note, f"refused as received ({reason}): headers, error and "
+                                                       f"delivery count left out"]))
+    try:
+        return _store_one(letter)
+    except Exception as again:
+        if is_outage(again):
+            raise
+        log.error("dead letter %s not stored: %s", letter.key, again)
+        return None
 
 
 def _fields(letter):
@@ -119,9 +162,12 @@ def _fields(letter):
 def _provenance(letter):
     headers = {k.lower(): v for k, v in (letter.headers or {}).items()}
     try:
-        return int(headers[RETRY_OF.lower()]), int(headers[RETRY_ATTEMPT.lower()])
-    except (KeyError, ValueError):
+        earlier, attempt = int(headers[RETRY_OF.lower()]), int(headers[RETRY_ATTEMPT.lower()])
+    except (KeyError, ValueError, TypeError):
         return None, None
+    if not (0 < earlier < 2**63 and 0 <= attempt < 2**31):  # the columns' ranges: anything else is no provenance
+        return None, None
+    return earlier, attempt
 
 
 def _link_to_earlier_death(letter):

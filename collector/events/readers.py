@@ -55,7 +55,8 @@ def collectors(stale_after=None):
     recent = CollectorHeartbeat.objects.filter(beat__gte=now - timedelta(days=1))
     for beat in recent.order_by("-beat")[:20]:
         rows.append({"name": beat.name, "beat": beat.beat, "started": beat.started,
-                     "counters": beat.counters, "up": (now - beat.beat).total_seconds() <= stale_after})
+                     "counters": beat.counters, "up": (now - beat.beat).total_seconds() <= stale_after,
+                     "stalled": beat.stalled, "stalled_since": beat.stalled_since})
     return rows
 
 

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import orjson
+import psycopg
 from psycopg.types.json import Jsonb, set_json_dumps
+
+from collector.db import is_outage
 
 EVENT_COLUMNS = [
     ("ts", "timestamptz"),
@@ -155,6 +158,47 @@ async def write_events(conn, rows, partitions):
         await _rollback_quietly(conn)
         raise
     return inserted
+
+
+async def write_each(conn, rows, partitions):
+    """Store `rows` one transaction each, for a batch the database refused. A row refused
+    alone is stored again with less, the reason in its note: first without its decoded
+    fields, then with only what the broker gave. Returns (how many were new, [(row, error)]
+    for rows refused even so). A database outage is raised for the caller to wait out.
+    Idempotent."""
+    inserted, refused = 0, []
+    for row in rows:
+        error = None
+        for strip in (None, _without_decoded_fields, _as_delivered):
+            if strip is not None:
+                strip(row, error)
+            try:
+                inserted += await write_events(conn, [row], partitions)
+                break
+            except psycopg.Error as refusal:
+                if is_outage(refusal):
+                    raise
+                error = refusal
+        else:
+            refused.append((row, error))
+    return inserted, refused
+
+
+def first_line(error):
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _without_decoded_fields(row, error):
+    # Keep the message: its raw bytes with the reason, without the decoded fields.
+    row.headers, row.payload = None, None
+    row.note = f"decoded fields not storable: {first_line(error)}"
+
+
+def _as_delivered(row, error):
+    # Only what the broker gave (the subject with any NUL made visible), with the reason.
+    row.event_id = row.type = row.version = row.producer = row.key = row.trace_id = row.span_id = None
+    row.subject = row.subject.replace("\x00", "\ufffd")
+    row.note = f"not storable with its decoded fields or headers: {first_line(error)}".replace("\x00", "\ufffd")
 
 
 async def _rollback_quietly(conn):

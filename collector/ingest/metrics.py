@@ -15,6 +15,11 @@ class Metrics:
         self.duplicates = Counter("eventscope_messages_duplicate", "Redelivered messages already stored", registry=r)
         self.decode_errors = Counter("eventscope_decode_errors", "Messages stored with a decode note", registry=r)
         self.db_errors = Counter("eventscope_database_errors", "Failed batch writes (retried)", registry=r)
+        self.expired = Counter("eventscope_messages_expired",
+                               "Messages older than the event retention, acked without storing", registry=r)
+        self.refused = Counter("eventscope_messages_refused",
+                               "Messages the database refused even stripped to what the broker gave (logged)",
+                               registry=r)
         self.lag = Gauge("eventscope_observer_lag", "Messages in the streams not yet stored", registry=r)
 
     def snapshot(self):
@@ -24,6 +29,8 @@ class Metrics:
             "duplicates": int(self.duplicates._value.get()),
             "decode_errors": int(self.decode_errors._value.get()),
             "db_errors": int(self.db_errors._value.get()),
+            "expired": int(self.expired._value.get()),
+            "refused": int(self.refused._value.get()),
         }
 
     def serve(self, port, host="127.0.0.1"):

@@ -5,7 +5,10 @@ store writer turn them into rows, and only a committed batch is acked.
 
 If the database is down the batch is retried with growing waits and nothing is acked,
 so the broker keeps (and later redelivers) every message; the bounded queue and the
-consumer's max_ack_pending keep memory flat however large the backlog.
+consumer's max_ack_pending keep memory flat however large the backlog. A row the
+database refuses is stored again with less (never retried as it was), so one bad
+message never holds back its batch. Messages older than the event retention are
+counted as expired and acked without being stored (a stream backfilled from its start).
 """
 import asyncio
 import logging
@@ -21,14 +24,16 @@ from django.utils import timezone as dj_timezone
 
 from collector import decoders
 from collector.brokers.nats import NatsAdapter
-from collector.db import WriterConnection
+from collector.db import WriterConnection, is_outage
 from collector.events import writer as store
-from collector.events.retention import prune
+from collector.events.retention import expiry, prune
 from collector.ingest import decodepool
+from collector.ingest.faults import Faults
 from collector.ingest.metrics import Metrics
 from collector.ingest.rulebook import RuleBook
+from collector.ingest.stall import StallWatch
 from collector.ingest.subjects import Scope, parse_patterns
-from collector.partitions import EVENTS
+from collector.partitions import EVENTS, no_partition
 from collector.waits import pause
 
 log = logging.getLogger("eventscope.collector")
@@ -46,7 +51,7 @@ class Abandoned(Exception):
 
 class Collector:
     def __init__(self, broker, rules=None, scope=None, max_payload=1024 * 1024, metrics=None, name=None,
-                 decode_workers=0):
+                 decode_workers=0, clock=None):
         self.broker = broker  # collector.models.Broker
         self.rules = rules or RuleBook()
         self.scope = scope or Scope()
@@ -63,6 +68,11 @@ class Collector:
         self.after_commit = []  # async callables(collector, rows) run after each commit, before the ack
         self.extensions = []  # async callables(collector, stop) started beside the loop (span receivers ...)
         self.next_prune = time.monotonic() + 60
+        self.clock = clock or _utcnow  # the time retention compares with (tests move it forward)
+        self.retention_days = None  # event retention, read from the runtime settings when the loop starts
+        self.stall = StallWatch(settings.COLLECTOR_STALL_SECONDS)
+        self.stalled, self.stalled_since = "", None
+        self.faults = Faults()
 
     # --- the pieces tests call directly -------------------------------------------
 
@@ -109,30 +119,77 @@ class Collector:
     async def commit_batch(self, messages, rows, link=None):
         """Commit `rows`, retrying until the database takes them; then ack `messages`.
         Returns how many rows were new."""
-        inserted = await self._write_until_stored(rows, link or self.links[0])
+        kept, expired = self.split_expired(rows)
+        inserted = await self._write_until_stored(kept, link or self.links[0])
+        self.faults.reached("after-commit")
         for hook in self.after_commit:
-            # Extensions (dead letters ...) see each committed batch before it is acked.
-            await hook(self, rows)
+            # Extensions (dead letters ...) see each committed batch before it is acked,
+            # expired rows included: a dead letter is kept by its own retention.
+            await self._run_hook(hook, rows)
         await self.adapter.ack(messages)
         self.metrics.stored.inc(inserted)
-        self.metrics.duplicates.inc(len(rows) - inserted)
+        self.metrics.duplicates.inc(len(kept) - inserted)
+        if expired:
+            self.metrics.expired.inc(expired)
+            log.info("%d messages older than the %s-day event retention acked without storing",
+                     expired, self.retention_days)
+        self.faults.reached("after-ack")
         return inserted
+
+    def split_expired(self, rows):
+        """(rows to store, how many are past the event retention). An expired message would
+        go into a day partition that retention drops (or already dropped): it is counted
+        and acked instead."""
+        if self.retention_days is None or not rows:
+            return rows, 0
+        oldest = expiry(self.clock(), self.retention_days)
+        kept = [row for row in rows if row.ts >= oldest]
+        return kept, len(rows) - len(kept)
+
+    async def _run_hook(self, hook, rows):
+        """An after-commit hook waits out a database outage (nothing acked meanwhile); any
+        other failure is logged and the batch goes on, since retrying cannot cure it."""
+        wait = 0.25
+        while True:
+            try:
+                return await hook(self, rows)
+            except Abandoned:
+                raise
+            except Exception as error:
+                if not is_outage(error):
+                    log.exception("after-commit hook %s failed; the batch goes on", getattr(hook, "__name__", hook))
+                    return None
+                if self.stop.is_set():
+                    raise Abandoned() from error
+                log.warning("after-commit hook failed (%s); retrying in %.2f s, nothing acked", error, wait)
+                await asyncio.sleep(wait)
+                wait = min(5.0, wait * 2)
 
     async def store_batch(self, messages):
         return await self.commit_batch(messages, self.decode_batch(messages))
 
     async def _write_until_stored(self, rows, link):
+        """Write until the database takes the rows: an outage is waited out with growing
+        waits (nothing acked); a refused batch is stored row by row."""
         wait = 0.25
         while True:
             try:
                 conn = await link.connected()
                 try:
                     return await store.write_events(conn, rows, link.partitions)
-                except psycopg.DataError as error:
+                except psycopg.Error as error:
+                    if is_outage(error):
+                        raise
+                    if no_partition(error) and link.partitions.known:
+                        # Retention (here or in another process) dropped a day this cache knew.
+                        link.partitions.forget()
+                        continue
                     # One row the database refuses must not hold back the others.
                     log.warning("batch refused (%s); storing its rows one by one", error)
                     return await self._write_one_by_one(rows, link)
-            except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+            except psycopg.Error as error:
+                if not is_outage(error):
+                    raise
                 self.metrics.db_errors.inc()
                 if self.stop.is_set():
                     raise Abandoned() from error
@@ -142,15 +199,11 @@ class Collector:
                 wait = min(5.0, wait * 2)
 
     async def _write_one_by_one(self, rows, link):
-        inserted = 0
-        for row in rows:
-            try:
-                inserted += await store.write_events(link.conn, [row], link.partitions)
-            except psycopg.DataError as error:
-                # Keep the message: its raw bytes with the reason, without the decoded fields.
-                row.headers, row.payload = None, None
-                row.note = f"decoded fields not storable: {str(error).splitlines()[0]}"
-                inserted += await store.write_events(link.conn, [row], link.partitions)
+        inserted, refused = await store.write_each(link.conn, rows, link.partitions)
+        for row, error in refused:
+            self.metrics.refused.inc()
+            log.error("message %s/%s on %s not storable: %s", row.stream, row.seq, row.subject,
+                      store.first_line(error))
         return inserted
 
     async def next_batch(self):
@@ -181,6 +234,10 @@ class Collector:
         self.stop = stop
         if not await self.adapter.connect(stop):
             return
+        try:
+            self.retention_days = await database_sync_to_async(_event_retention_days)()
+        except Exception as error:  # the heartbeat reads it again every few seconds
+            log.warning("event retention not read (%s); messages are stored whatever their age until it is", error)
         await self.adapter.start()
         extensions = [asyncio.create_task(self._extension(start, stop)) for start in self.extensions]
         self.listening = True
@@ -241,20 +298,34 @@ class Collector:
     async def _heartbeat(self, stop):
         while not stop.is_set():
             try:
-                lag = await self.adapter.observer_lag()
+                progress = await self.adapter.observer_progress()
+                lag = sum(pending for _, pending in progress.values())
                 self.metrics.lag.set(lag)
+                self.watch_progress(progress)
                 await database_sync_to_async(self.write_heartbeat)(lag)
                 # Operators edit rules and scope in the admin while this runs.
                 _, self.rules, self.scope, self.max_payload = await database_sync_to_async(load_configuration)()
+                self.retention_days = await database_sync_to_async(_event_retention_days)()
                 if time.monotonic() >= self.next_prune:
                     # Retention as a side effect of normal work: whole partitions, once an hour.
                     self.next_prune = time.monotonic() + 3600
-                    dropped = await database_sync_to_async(prune)()
+                    dropped = await database_sync_to_async(prune)(now=self.clock())
                     if dropped:
+                        for link in self.links:
+                            link.partitions.forget()
                         log.info("retention dropped %s", ", ".join(dropped))
             except Exception as error:  # a missed heartbeat is logged, the next one tries again
                 log.warning("heartbeat failed: %s", error)
             await pause(stop, HEARTBEAT_SECONDS)
+
+    def watch_progress(self, progress):
+        """Note whether the observers' ack floors move (see `collector.ingest.stall`)."""
+        reason, since = self.stall.observe(progress)
+        if reason and not self.stalled:
+            log.error("collector stalled: %s", reason)
+        elif self.stalled and not reason:
+            log.warning("collector no longer stalled")
+        self.stalled, self.stalled_since = reason, since
 
     def forget_heartbeat(self):
         """A clean stop removes this process from the collector list (a crashed one shows as down)."""
@@ -273,8 +344,19 @@ class Collector:
             for name, state in self.adapter.streams.items()
         }
         CollectorHeartbeat.objects.update_or_create(
-            name=self.name, defaults={"started": self.started, "beat": dj_timezone.now(), "counters": counters}
+            name=self.name, defaults={"started": self.started, "beat": dj_timezone.now(), "counters": counters,
+                                      "stalled": self.stalled, "stalled_since": self.stalled_since},
         )
+
+
+def _utcnow():
+    return datetime.now(timezone.utc)
+
+
+def _event_retention_days():
+    from collector.models import RuntimeSettings
+
+    return RuntimeSettings.load().event_retention_days
 
 
 def _close_django_connections():

@@ -67,9 +67,13 @@ class DecodingRule(models.Model):
 
 
 class CollectorHeartbeat(models.Model):
-    """Each collector process writes its row every few seconds with its counters."""
+    """Each collector process writes its row every few seconds with its counters, and
+    whether it is stalled: beating, but its observers' ack floors stuck with messages
+    pending for COLLECTOR_STALL_SECONDS (see `collector.ingest.stall`)."""
 
     name = models.CharField(max_length=200, unique=True)
     started = models.DateTimeField()
     beat = models.DateTimeField()
     counters = models.JSONField(default=dict)
+    stalled = models.TextField(blank=True, default="", help_text="Why it is stalled; empty while it makes progress.")
+    stalled_since = models.DateTimeField(null=True, blank=True)

@@ -87,7 +87,7 @@ class SpanRollup(models.Model):
 
 
 class SpanOperation(models.Model):
-    """Each (service, operation, kind) ever seen, for the service and operation lists."""
+    """Each (service, operation, kind) seen within the span retention, for the service and operation lists."""
 
     service = models.TextField()
     operation = models.TextField()

@@ -14,7 +14,7 @@ import orjson
 from psycopg.types.json import Jsonb, set_json_dumps
 
 from collector.models.traces import DURATION_BUCKETS_US
-from collector.partitions import SPANS, drop_before
+from collector.partitions import SPANS, drop_before, midnight
 
 log = logging.getLogger("eventscope.spans")
 
@@ -200,8 +200,9 @@ async def write_spans(conn, spans, partitions):
 
 def prune_spans(now=None, days=None):
     """Retention for traces: drop every span partition that ends before now - retention
-    (recorded, so links into it answer 410), and the summaries and rollups as old."""
-    from collector.models.traces import SpanRollup, TraceSettings, TraceSummary
+    (recorded, so links into it answer 410), the summaries and rollups as old, and the
+    operations with no span left (last seen before the oldest day kept)."""
+    from collector.models.traces import SpanOperation, SpanRollup, TraceSettings, TraceSummary
 
     now = now or datetime.now(timezone.utc)
     days = TraceSettings.load().span_retention_days if days is None else days
@@ -209,4 +210,6 @@ def prune_spans(now=None, days=None):
     dropped = drop_before(SPANS, cutoff)
     TraceSummary.objects.filter(end__lt=cutoff).delete()
     SpanRollup.objects.filter(minute__lt=cutoff).delete()
+    # last_seen is touched at most once a minute, hence the minute's margin.
+    SpanOperation.objects.filter(last_seen__lt=midnight(cutoff.date()) - timedelta(minutes=1)).delete()
     return dropped

@@ -1,5 +1,6 @@
 """/healthz: up or down per dependency, for load balancers and compose. No login."""
 import socket
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -40,6 +41,11 @@ def _collector():
     age = (timezone.now() - beat).total_seconds()
     if age > settings.COLLECTOR_STALE_SECONDS:
         raise LookupError(f"last heartbeat {int(age)} s ago")
+    # Beating is not enough: a collector whose ack floor is stuck stores nothing.
+    fresh = timezone.now() - timedelta(seconds=settings.COLLECTOR_STALE_SECONDS)
+    stalled = CollectorHeartbeat.objects.filter(beat__gte=fresh).exclude(stalled="").order_by("-beat").first()
+    if stalled is not None:
+        raise LookupError(f"collector {stalled.name} stalled: {stalled.stalled}")
 
 
 CHECKS = {"database": _database, "broker": _nats, "redis": _redis, "collector": _collector}

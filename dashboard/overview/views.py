@@ -35,6 +35,6 @@ def api_overview(request):
     stats = readers.overview(request.window)
     stats["last_event"] = stats["last_event"].isoformat() if stats["last_event"] else None
     for collector in stats["collectors"]:
-        for key in ("beat", "started"):
-            collector[key] = collector[key].isoformat()
+        for key in ("beat", "started", "stalled_since"):
+            collector[key] = collector[key].isoformat() if collector[key] else None
     return JsonResponse({"window": window_json(request.window), **stats})
