@@ -6,11 +6,14 @@ retention, read-only mode) lives in the database and is edited in the admin.
 from pathlib import Path
 
 from dashboard.env import (
+    celery_redis_url,
     database_from_url,
     env_bool,
+    env_choice,
     env_file,
     env_int,
     env_list,
+    env_nats_name,
     env_port,
     env_str,
     env_url,
@@ -30,10 +33,14 @@ if DATABASE_URL is None:
     raise ConfigError("DATABASE_URL is not set (e.g. postgresql://user:pass@host:5432/eventscope)")
 DATABASES = {"default": database_from_url("DATABASE_URL", DATABASE_URL)}
 
-NATS_URL = env_url("NATS_URL", "nats://127.0.0.1:4222", ("nats", "tls", "ws", "wss"))
+NATS_URL = env_url("NATS_URL", "nats://127.0.0.1:4222", ("nats", "tls", "ws", "wss"), several=True)
 NATS_CREDS = env_file("NATS_CREDS")
 NATS_TLS_CA = env_file("NATS_TLS_CA")
 REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6379/0", ("redis", "rediss", "unix"))
+# The collector's durable observer consumers (collector/brokers/nats.py reads the same
+# variable); a name the server refuses would leave every stream unobserved.
+EVENTSCOPE_CONSUMER = env_nats_name("EVENTSCOPE_CONSUMER", "eventscope")
+LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
 RABBITMQ_URL = env_url("RABBITMQ_URL", None, ("amqp", "amqps"))
 
 EVENTSCOPE_HTTP_PORT = env_port("EVENTSCOPE_HTTP_PORT", 8000)
@@ -104,8 +111,8 @@ CHANNEL_LAYERS = {
     }
 }
 
-CELERY_BROKER_URL = REDIS_URL
-CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_BROKER_URL = celery_redis_url(REDIS_URL)
+CELERY_RESULT_BACKEND = celery_redis_url(REDIS_URL)
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -152,6 +159,6 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }

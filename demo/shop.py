@@ -75,7 +75,7 @@ class Shop:
         return preferred if preferred in self.config.formats else self.config.formats[0]
 
     async def connect(self, name):
-        options = {"servers": self.config.nats_url, "name": name, "error_cb": self.on_nats_error}
+        options = {"servers": self.config.nats_url.split(","), "name": name, "error_cb": self.on_nats_error}
         creds, ca = os.environ.get("NATS_CREDS"), os.environ.get("NATS_TLS_CA")
         if creds:
             options["user_credentials"] = creds

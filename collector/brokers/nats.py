@@ -21,7 +21,8 @@ from collector.waits import pause
 
 log = logging.getLogger("eventscope.nats")
 
-OBSERVER = os.environ.get("EVENTSCOPE_CONSUMER", "eventscope")
+# Validated with the other settings (dashboard/settings.py refuses a name NATS would refuse).
+OBSERVER = os.environ.get("EVENTSCOPE_CONSUMER", "").strip() or "eventscope"
 DELIVER_PREFIX = "_INBOX.eventscope"
 IGNORED_PREFIXES = ("$JS.", "$SYS.", "_INBOX.", "$KV.", "$O.", "$MQTT.")
 DISCOVERY_SECONDS = 10.0
