@@ -126,6 +126,46 @@ def env_nats_name(name, default):
     return value
 
 
+# Keys people copy from examples and templates; any key containing one of these (spelled
+# without separators, any case) is a placeholder, not a secret.
+PLACEHOLDER_KEY_MARKERS = ("changeme", "notforproduction", "insecure", "placeholder", "yoursecretkey", "secretkeyhere")
+
+
+def secret_key_problem(key):
+    """Why `key` must not sign anything in production, or None. The rule of Django's check
+    security.W009 (at least 50 characters, 5 distinct ones, no `django-insecure-` prefix),
+    plus known placeholders."""
+    from django.core.checks.security.base import (
+        SECRET_KEY_INSECURE_PREFIX,
+        SECRET_KEY_MIN_LENGTH,
+        SECRET_KEY_MIN_UNIQUE_CHARACTERS,
+    )
+
+    if key.startswith(SECRET_KEY_INSECURE_PREFIX):
+        return f"starts with {SECRET_KEY_INSECURE_PREFIX!r} (a key Django made for development)"
+    squeezed = re.sub(r"[\s_\-.]", "", key.lower())
+    if any(marker in squeezed for marker in PLACEHOLDER_KEY_MARKERS):
+        return "is a placeholder from an example"
+    if len(key) < SECRET_KEY_MIN_LENGTH:
+        return f"is shorter than {SECRET_KEY_MIN_LENGTH} characters"
+    if len(set(key)) < SECRET_KEY_MIN_UNIQUE_CHARACTERS:
+        return f"has fewer than {SECRET_KEY_MIN_UNIQUE_CHARACTERS} distinct characters"
+    return None
+
+
+def env_secret_key(name, debug):
+    """The signing key. Required; with DEBUG off it must also be strong (`secret_key_problem`).
+    The error never repeats the key."""
+    value = env_str(name, required=True)
+    problem = None if debug else secret_key_problem(value)
+    if problem:
+        raise ConfigError(
+            f"{name} {problem}; with DEBUG off it must be a long random value, e.g. the output of "
+            f"python -c \"import secrets; print(secrets.token_urlsafe(50))\""
+        )
+    return value
+
+
 def celery_redis_url(url):
     """The Celery spelling of a Redis URL: Celery and kombu read a Unix socket as
     `redis+socket:///path?virtual_host=<db>`, where redis-py (the channel layer) reads

@@ -15,6 +15,7 @@ from dashboard.env import (
     env_list,
     env_nats_name,
     env_port,
+    env_secret_key,
     env_str,
     env_url,
 )
@@ -22,7 +23,8 @@ from dashboard.env import (
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = env_str("SECRET_KEY", required=True)
+# With DEBUG off a weak or example key stops start-up: share links are signed with it.
+SECRET_KEY = env_secret_key("SECRET_KEY", debug=DEBUG)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 

@@ -1,6 +1,8 @@
 """compose.yaml and the Dockerfile must not rot: validate them against the compose
 schema and against the project's real commands and settings."""
+import os
 import re
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,7 +23,10 @@ def test_compose_validates_against_the_compose_schema():
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.skip("docker-compose is missing (apt-get install docker-compose); schema not checked")
-    result = subprocess.run([binary, "-f", str(ROOT / "compose.yaml"), "config", "-q"], capture_output=True, text=True)
+    # compose.yaml requires SECRET_KEY from the environment, as a real deployment must.
+    environment = {**os.environ, "SECRET_KEY": secrets.token_urlsafe(50)}
+    result = subprocess.run([binary, "-f", str(ROOT / "compose.yaml"), "config", "-q"], capture_output=True, text=True,
+                            env=environment)
     assert result.returncode == 0, result.stderr
 
 
@@ -57,6 +62,14 @@ def test_compose_sets_only_variables_the_settings_read(compose):
         environment = compose["services"][name].get("environment", {})
         assert set(environment) <= known, (name, set(environment) - known)
     assert {"DATABASE_URL", "NATS_URL", "REDIS_URL", "SECRET_KEY"} <= known
+
+
+def test_compose_ships_no_secret_key_and_refuses_to_start_without_one(compose):
+    """Every app service takes SECRET_KEY from the environment with `${SECRET_KEY:?…}`: no
+    default a deployment could keep, and compose stops with the reason when it is unset."""
+    for name in APP_SERVICES | {"migrate"}:
+        value = compose["services"][name]["environment"]["SECRET_KEY"]
+        assert re.fullmatch(r"\$\{SECRET_KEY:\?[^}]+\}", value), (name, value)
 
 
 def test_the_dockerfile_installs_the_pinned_requirements_and_runs_the_web_command():

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def start(command, **overrides):
-    environment = {**os.environ, **overrides}
+    environment = {**os.environ, "DEBUG": "false", **overrides}
     return subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60)
 
 
@@ -33,6 +33,13 @@ def start(command, **overrides):
         ("EVENTSCOPE_CONSUMER", "eventscope.observer"),
         ("EVENTSCOPE_CONSUMER", "my observer"),
         ("REDIS_URL", "unix://"),
+        ("SECRET_KEY", "change-me-in-production"),
+        ("SECRET_KEY", "test-secret-key-not-for-production"),
+        ("SECRET_KEY", "changeme"),
+        ("SECRET_KEY", "secret"),
+        ("SECRET_KEY", "x" * 60),
+        ("SECRET_KEY", "django-insecure-" + "k3y-m4de-by-st4rtproject-0123456789abcdef"),
+        ("SECRET_KEY", "change-me-in-production-" + "0123456789abcdefghijklmnopqrstuvwxyz"),
     ],
 )
 def test_a_bad_setting_stops_manage_py_with_one_line_naming_it(variable, value):
@@ -41,6 +48,32 @@ def test_a_bad_setting_stops_manage_py_with_one_line_naming_it(variable, value):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("Eventscope: bad setting: " + variable)
+
+
+def test_a_weak_secret_key_is_refused_without_ever_being_printed():
+    """The one line names SECRET_KEY and why, never the key itself (it may be a real one)."""
+    weak = "s3cr3t-but-sh0rt"
+    result = start([sys.executable, "manage.py", "check"], SECRET_KEY=weak, DEBUG="false")
+    assert result.returncode != 0
+    assert result.stderr.strip().startswith("Eventscope: bad setting: SECRET_KEY is shorter than 50 characters")
+    assert weak not in result.stderr
+
+
+def test_debug_mode_takes_any_secret_key():
+    """On a developer's machine (DEBUG on) a short key is fine; only production needs a strong one."""
+    result = start([sys.executable, "manage.py", "check"], SECRET_KEY="dev", DEBUG="true")
+    assert result.returncode == 0, result.stderr
+
+
+def test_unit_the_secret_key_rule_agrees_with_djangos_check_w009():
+    """Whatever Django's security.W009 would flag, start-up refuses; a generated key passes both."""
+    import secrets
+
+    from django.core.checks.security.base import _check_secret_key
+
+    for key in ["a" * 49, "abcd" * 20, "django-insecure-" + secrets.token_urlsafe(50), secrets.token_urlsafe(50)]:
+        assert (env.secret_key_problem(key) is None) == _check_secret_key(key), key
+    assert env.secret_key_problem(secrets.token_urlsafe(50)) is None
 
 
 def test_a_comma_separated_nats_url_is_accepted():
@@ -147,3 +180,14 @@ def test_a_unix_socket_redis_url_is_accepted_and_carries_celery_the_channel_laye
         server.wait(10)
         shutil.rmtree(folder, ignore_errors=True)
 
+
+def test_unit_the_run_commands_generated_secret_key_passes_the_production_rule(tmp_path, monkeypatch):
+    """The key the run command writes into var/ is one the settings accept with DEBUG off."""
+    from runner import supervise
+
+    monkeypatch.setattr(supervise, "VAR", tmp_path)
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    key = supervise.base_environment()["SECRET_KEY"]
+    assert env.secret_key_problem(key) is None
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+    assert supervise.base_environment()["SECRET_KEY"] == key  # the same key on the next run
