@@ -154,12 +154,19 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
+# Error pages (DEBUG) and error reports show settings, request headers and local variables:
+# every URL in them loses its credentials, not only names Django deems secret.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "dashboard.reporting.RedactingExceptionReporterFilter"
+DEFAULT_EXCEPTION_REPORTER = "dashboard.reporting.RedactingExceptionReporter"
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    # The formatter redacts credentials in URLs from every line (collector/secrets.py).
+    "formatters": {"plain": {"()": "collector.secrets.RedactingFormatter",
+                             "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
