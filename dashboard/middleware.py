@@ -64,7 +64,8 @@ class LoginRequiredMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        if not request.user.is_authenticated and not request.path.startswith(PUBLIC_PREFIXES):
+        # The path first: /healthz must answer even when the session store (the database) is down.
+        if not request.path.startswith(PUBLIC_PREFIXES) and not request.user.is_authenticated:
             if request.path.startswith(API_PREFIXES):
                 return JsonResponse({"error": "authentication required"}, status=401)
             return redirect_to_login(request.get_full_path(), settings.LOGIN_URL)
