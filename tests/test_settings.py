@@ -181,6 +181,18 @@ def test_a_unix_socket_redis_url_is_accepted_and_carries_celery_the_channel_laye
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def test_unit_the_run_command_leaves_debug_off_unless_asked(tmp_path, monkeypatch):
+    """`./eventscope up` passes DEBUG on only with `--debug` (or when the caller set DEBUG)."""
+    from runner import supervise
+
+    monkeypatch.setattr(supervise, "VAR", tmp_path)
+    monkeypatch.delenv("DEBUG", raising=False)
+    assert supervise.base_environment().get("DEBUG", "false") == "false"
+    assert supervise.base_environment(debug=True)["DEBUG"] == "true"
+    monkeypatch.setenv("DEBUG", "true")
+    assert supervise.base_environment()["DEBUG"] == "true"
+
+
 def test_unit_the_run_commands_generated_secret_key_passes_the_production_rule(tmp_path, monkeypatch):
     """The key the run command writes into var/ is one the settings accept with DEBUG off."""
     from runner import supervise
