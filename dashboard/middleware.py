@@ -11,7 +11,9 @@ CSP = "; ".join(
         "script-src 'self'",
         "style-src 'self'",
         "img-src 'self' data:",
-        "connect-src 'self' ws: wss:",
+        # 'self' covers ws:// and wss:// to this origin (CSP Level 3): the live view's
+        # websocket, and nothing else.
+        "connect-src 'self'",
         "object-src 'none'",
         "base-uri 'self'",
         "form-action 'self'",
