@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import shutil
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -217,7 +218,7 @@ def main():
     folder = Path(tempfile.mkdtemp(prefix="bench-", dir=ROOT / "var"))
     pg = servers.Postgres(folder / "postgres").start()
     bus = servers.Nats(folder / "nats").start()
-    env = {**os.environ, "DATABASE_URL": pg.url, "NATS_URL": bus.url, "SECRET_KEY": "bench",
+    env = {**os.environ, "DATABASE_URL": pg.url, "NATS_URL": bus.url, "SECRET_KEY": secrets.token_urlsafe(50),
            "DJANGO_SETTINGS_MODULE": "dashboard.settings", "EVENTSCOPE_METRICS_PORT": "0", "LOG_LEVEL": "WARNING"}
     from runner.supervise import RECEIVER_PORTS
 

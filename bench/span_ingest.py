@@ -2,7 +2,7 @@
 beside the raw decode rate and the raw idempotent write rate of the same spans, all
 measured in one run.
 
-    DATABASE_URL=postgresql://... SECRET_KEY=x .venv/bin/python bench/span_ingest.py [--spans 51200]
+    DATABASE_URL=postgresql://... .venv/bin/python bench/span_ingest.py [--spans 51200]
 
 Cases: OTLP/HTTP protobuf requests of 512 spans (the SDK's batch size) posted by
 --clients threads (each like one service's exporter) in another process, and Jaeger agent UDP datagrams (compact, as many
@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import secrets
 import sys
 import time
 import warnings
@@ -23,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))  # a strong one: DEBUG is off
 
 OTLP_BATCH = 512
 WRITE_BATCH = 5000

@@ -7,6 +7,7 @@ import argparse
 import os
 import shutil
 import statistics
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,8 @@ def main():
     (ROOT / "var").mkdir(exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="bench-", dir=ROOT / "var"))
     pg = servers.Postgres(folder / "postgres").start()
-    env = {"DATABASE_URL": pg.url, "SECRET_KEY": "bench", "DJANGO_SETTINGS_MODULE": "dashboard.settings",
+    env = {"DATABASE_URL": pg.url, "SECRET_KEY": secrets.token_urlsafe(50),
+           "DJANGO_SETTINGS_MODULE": "dashboard.settings",
            "ALLOWED_HOSTS": "testserver"}
     os.environ.update(env)
     try:

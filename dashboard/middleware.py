@@ -11,7 +11,9 @@ CSP = "; ".join(
         "script-src 'self'",
         "style-src 'self'",
         "img-src 'self' data:",
-        "connect-src 'self' ws: wss:",
+        # 'self' covers ws:// and wss:// to this origin (CSP Level 3): the live view's
+        # websocket, and nothing else.
+        "connect-src 'self'",
         "object-src 'none'",
         "base-uri 'self'",
         "form-action 'self'",
@@ -64,7 +66,8 @@ class LoginRequiredMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        if not request.user.is_authenticated and not request.path.startswith(PUBLIC_PREFIXES):
+        # The path first: /healthz must answer even when the session store (the database) is down.
+        if not request.path.startswith(PUBLIC_PREFIXES) and not request.user.is_authenticated:
             if request.path.startswith(API_PREFIXES):
                 return JsonResponse({"error": "authentication required"}, status=401)
             return redirect_to_login(request.get_full_path(), settings.LOGIN_URL)

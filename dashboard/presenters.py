@@ -7,9 +7,16 @@ HEX_LIMIT = 64 * 1024
 
 
 def sparkline_points(values, width=120, height=24):
-    peak = max(values) if values and max(values) > 0 else 1
-    step = width / max(len(values) - 1, 1)
-    return " ".join(f"{i * step:.1f},{height - 1 - (v / peak) * (height - 2):.1f}" for i, v in enumerate(values))
+    """Polyline points for a series of counts in a width × height box: zero on the bottom
+    line, the highest value on the top one (1 unit of padding each), so a small change on a
+    large count stays small. A single value is a level line. frontend/src/sparkline.js
+    draws rows added in the browser with the same formula (tests/test_sparklines.py)."""
+    if not values:
+        return ""
+    series = list(values) if len(values) > 1 else [values[0], values[0]]
+    peak = max(series) if max(series) > 0 else 1
+    step = width / (len(series) - 1)
+    return " ".join(f"{i * step:.1f},{height - 1 - (v / peak) * (height - 2):.1f}" for i, v in enumerate(series))
 
 
 def pretty_payload(payload):

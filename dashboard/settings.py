@@ -6,12 +6,16 @@ retention, read-only mode) lives in the database and is edited in the admin.
 from pathlib import Path
 
 from dashboard.env import (
+    celery_redis_url,
     database_from_url,
     env_bool,
+    env_choice,
     env_file,
     env_int,
     env_list,
+    env_nats_name,
     env_port,
+    env_secret_key,
     env_str,
     env_url,
 )
@@ -19,7 +23,8 @@ from dashboard.env import (
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = env_str("SECRET_KEY", required=True)
+# With DEBUG off a weak or example key stops start-up: share links are signed with it.
+SECRET_KEY = env_secret_key("SECRET_KEY", debug=DEBUG)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
@@ -30,10 +35,14 @@ if DATABASE_URL is None:
     raise ConfigError("DATABASE_URL is not set (e.g. postgresql://user:pass@host:5432/eventscope)")
 DATABASES = {"default": database_from_url("DATABASE_URL", DATABASE_URL)}
 
-NATS_URL = env_url("NATS_URL", "nats://127.0.0.1:4222", ("nats", "tls", "ws", "wss"))
+NATS_URL = env_url("NATS_URL", "nats://127.0.0.1:4222", ("nats", "tls", "ws", "wss"), several=True)
 NATS_CREDS = env_file("NATS_CREDS")
 NATS_TLS_CA = env_file("NATS_TLS_CA")
 REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6379/0", ("redis", "rediss", "unix"))
+# The collector's durable observer consumers (collector/brokers/nats.py reads the same
+# variable); a name the server refuses would leave every stream unobserved.
+EVENTSCOPE_CONSUMER = env_nats_name("EVENTSCOPE_CONSUMER", "eventscope")
+LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
 RABBITMQ_URL = env_url("RABBITMQ_URL", None, ("amqp", "amqps"))
 
 EVENTSCOPE_HTTP_PORT = env_port("EVENTSCOPE_HTTP_PORT", 8000)
@@ -113,8 +122,8 @@ CHANNEL_LAYERS = {
     }
 }
 
-CELERY_BROKER_URL = REDIS_URL
-CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_BROKER_URL = celery_redis_url(REDIS_URL)
+CELERY_RESULT_BACKEND = celery_redis_url(REDIS_URL)
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -154,13 +163,20 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
+# Error pages (DEBUG) and error reports show settings, request headers and local variables:
+# every URL in them loses its credentials, not only names Django deems secret.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "dashboard.reporting.RedactingExceptionReporterFilter"
+DEFAULT_EXCEPTION_REPORTER = "dashboard.reporting.RedactingExceptionReporter"
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    # The formatter redacts credentials in URLs from every line (collector/secrets.py).
+    "formatters": {"plain": {"()": "collector.secrets.RedactingFormatter",
+                             "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }

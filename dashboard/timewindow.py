@@ -1,6 +1,11 @@
 """The time window every page takes from its query string: `?last=15m` or
 `?from=<ISO 8601>&to=<ISO 8601>`. A permalink carries it, so a shared link shows
-the same slice of time to whoever opens it."""
+the same slice of time to whoever opens it.
+
+Times are UTC: a `from`/`to` without a zone (`2026-11-30T12:00`) is read as UTC, and the
+pages print their times in UTC and say so, so a time copied from a page selects the same
+moment. A time with a zone (`…+01:00`, `…Z`) is taken as written. The browser shows local
+time only where it says which zone (the `title` of a `<time>`)."""
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -52,7 +57,7 @@ def _parse_time(name, text):
         value = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "+"))
     except ValueError:
         raise BadWindow(f"{name}={text!r} is not an ISO 8601 time") from None
-    if value.tzinfo is None:
+    if value.tzinfo is None:  # pages print UTC and label it so; see the module docstring
         value = value.replace(tzinfo=timezone.utc)
     return value
 

@@ -14,6 +14,7 @@ import nats
 from nats.js.api import DiscardPolicy, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
+from collector.secrets import redact_url
 from demo import telemetry
 from demo.config import DemoConfig, Names
 from demo.services import Inventory, Mailer, Notification, Order, Payment, Shipping, Warehouse
@@ -75,7 +76,7 @@ class Shop:
         return preferred if preferred in self.config.formats else self.config.formats[0]
 
     async def connect(self, name):
-        options = {"servers": self.config.nats_url, "name": name, "error_cb": self.on_nats_error}
+        options = {"servers": self.config.nats_url.split(","), "name": name, "error_cb": self.on_nats_error}
         creds, ca = os.environ.get("NATS_CREDS"), os.environ.get("NATS_TLS_CA")
         if creds:
             options["user_credentials"] = creds
@@ -289,7 +290,7 @@ async def run(config: DemoConfig, stop: asyncio.Event | None = None) -> DemoStat
             for service in others + orders:
                 await service.start()
             formats = ",".join(config.formats)
-            log.info("shop open on %s: %d order instances, formats %s", config.nats_url, len(orders), formats)
+            log.info("shop open on %s: %d order instances, formats %s", redact_url(config.nats_url), len(orders), formats)
             await shop.take_orders(orders, stop)
             shop.log_status()
             if not stop.is_set():

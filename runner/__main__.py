@@ -10,6 +10,8 @@ def main(argv=None):
     up = commands.add_parser("up", help="set up and run Eventscope with its embedded servers")
     up.add_argument("--demo", action="store_true", help="run the demo traffic even against a NATS named by NATS_URL")
     up.add_argument("--no-demo", action="store_true", help="never run the demo traffic")
+    up.add_argument("--debug", action="store_true",
+                    help="turn on Django's DEBUG (error pages with settings and code; never on a shared network)")
     commands.add_parser("servers", help="start only the embedded servers and print their URLs")
     commands.add_parser("test", help="run the whole test suite (arguments after it go to pytest)")
     argv = sys.argv[1:] if argv is None else argv
@@ -18,7 +20,7 @@ def main(argv=None):
         return testing.run(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "up":
-        return supervise.up(demo=args.demo, no_demo=args.no_demo)
+        return supervise.up(demo=args.demo, no_demo=args.no_demo, debug=args.debug)
     if args.command == "servers":
         return supervise.servers_only()
     return 2

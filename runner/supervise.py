@@ -86,12 +86,14 @@ def _secret_key():
     return path.read_text().strip()
 
 
-def base_environment():
-    """The environment for all processes: the caller's, plus the embedded servers' URLs."""
+def base_environment(debug=False):
+    """The environment for all processes: the caller's, plus the embedded servers' URLs.
+    DEBUG stays as the caller set it (off by default): `--debug` turns it on."""
     VAR.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.setdefault("SECRET_KEY", _secret_key())
-    env.setdefault("DEBUG", "true")
+    if debug:
+        env["DEBUG"] = "true"
     env.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -105,10 +107,10 @@ def _raise_stop(signum, frame):
     raise Stop()
 
 
-def up(demo=False, no_demo=False):
+def up(demo=False, no_demo=False, debug=False):
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
-    env = base_environment()
+    env = base_environment(debug=debug)
     embedded_nats = not env.get("NATS_URL")
     started, children = [], []
     python = sys.executable

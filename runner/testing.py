@@ -1,6 +1,7 @@
 """`./eventscope test`: the whole suite against fresh embedded servers (or the ones the
 URL variables name), with the exit code of pytest."""
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,8 @@ def _loud(message):
 def run(pytest_args):
     VAR.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    env.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
+    # A fresh strong key per run: the settings refuse a weak one with DEBUG off, as here.
+    env.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
     env.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
     env["DEBUG"] = "false"
     env["PYTHONUNBUFFERED"] = "1"

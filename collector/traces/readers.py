@@ -240,7 +240,8 @@ def spans_for_event(event):
 def red(window, service=None):
     """Per service and operation over the window: calls, errors, rate per second, mean and
     p50/p95/p99 durations (µs, read from the histogram by interpolation)."""
-    qs = SpanRollup.objects.filter(minute__gte=window.start - timedelta(seconds=window.start.second),
+    # Rollups are per whole minute: the window's first minute counts from its own start.
+    qs = SpanRollup.objects.filter(minute__gte=window.start.replace(second=0, microsecond=0),
                                    minute__lt=window.end)
     if service:
         qs = qs.filter(service=service)

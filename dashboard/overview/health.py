@@ -1,4 +1,7 @@
-"""/healthz: up or down per dependency, for load balancers and compose. No login."""
+"""/healthz: up or down per dependency, for load balancers and compose. No login.
+
+Anyone sees each component's name and "up" or "down"; why one is down (an exception's
+text names hosts, users, paths) is shown only to logged-in admins, as `<component>_error`."""
 import socket
 from datetime import timedelta
 from urllib.parse import urlsplit
@@ -7,6 +10,9 @@ from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 from django.utils import timezone
+
+from collector.roles import has_role
+from collector.secrets import redact_text
 
 
 def _database():
@@ -51,7 +57,17 @@ def _collector():
 CHECKS = {"database": _database, "broker": _nats, "redis": _redis, "collector": _collector}
 
 
+def _shows_details(request):
+    """Admins (role admin or superuser) see why a component is down. Finding the user needs
+    the database, which may be what is down: then nobody gets details."""
+    try:
+        return has_role(request.user, "admin")
+    except Exception:  # the database is unreachable: the answer stays 503, without details
+        return False
+
+
 def healthz(request):
+    details = _shows_details(request)
     report, healthy = {}, True
     for name, check in CHECKS.items():
         if name == "collector" and report.get("database") != "up":
@@ -63,6 +79,7 @@ def healthz(request):
             report[name] = "up"
         except Exception as error:  # a health check reports every failure, whatever its kind
             report[name] = "down"
-            report[name + "_error"] = str(error)[:200]
+            if details:
+                report[name + "_error"] = redact_text(str(error))[:200]
             healthy = False
     return JsonResponse(report, status=200 if healthy else 503)

@@ -58,7 +58,7 @@ def _micros(params, name):
         return None
     try:
         return datetime.fromtimestamp(int(value) / 1_000_000, timezone.utc)
-    except (ValueError, OverflowError):
+    except (ValueError, OverflowError, OSError):
         raise readers.BadQuery(f"parameter '{name}' must be microseconds since the epoch") from None
 
 
@@ -90,6 +90,8 @@ def traces(request):
         summaries = readers.search(Window(start, end, None), query)
     except (readers.BadQuery, ValueError) as error:
         return _error(400, str(error))
+    except OverflowError:  # start = end - lookback before the year 1
+        return _error(400, "start, end and lookback must give times between the years 1 and 9999")
     return _response([_trace_json(s.trace_id, s) for s in summaries])
 
 
@@ -121,8 +123,14 @@ def dependencies(request):
         lookback_ms = int(request.GET.get("lookback") or 24 * 3600 * 1000)
     except ValueError:
         return _error(400, "endTs and lookback must be milliseconds")
-    end = datetime.fromtimestamp(end_ms / 1000, timezone.utc)
-    links = readers.dependencies(end - timedelta(milliseconds=lookback_ms), end)
+    if lookback_ms < 0:
+        return _error(400, "lookback must not be negative")
+    try:
+        end = datetime.fromtimestamp(end_ms / 1000, timezone.utc)
+        start = end - timedelta(milliseconds=lookback_ms)
+    except (ValueError, OverflowError, OSError):
+        return _error(400, "endTs and lookback must give times between the years 1 and 9999")
+    links = readers.dependencies(start, end)
     return _response([{"parent": parent, "child": child, "callCount": calls} for parent, child, calls in links])
 
 

@@ -14,23 +14,24 @@ export function parseValues(text) {
 }
 
 function round(number) {
-  return Math.round(number * 100) / 100;
+  return Math.round(number * 10) / 10;
 }
 
-/** The polyline points for `values` in a width × height box, the highest value at the top. */
-export function sparklinePoints(values, width, height, padding = 1.5) {
+/**
+ * The polyline points for counts in a width × height box: zero on the bottom line, the
+ * highest value on the top one, so a small change on a large count stays small. A single
+ * value is a level line. The server draws with the same formula
+ * (dashboard/presenters.py sparkline_points), so a row looks the same whoever drew it.
+ */
+export function sparklinePoints(values, width, height, padding = 1) {
   if (values.length === 0) return "";
   const series = values.length === 1 ? [values[0], values[0]] : values;
-  const low = Math.min(...series);
-  const high = Math.max(...series);
+  const highest = Math.max(...series);
+  const peak = highest > 0 ? highest : 1;
   const step = width / (series.length - 1);
   const span = height - 2 * padding;
   return series
-    .map((value, index) => {
-      // A flat series sits in the middle rather than on an edge.
-      const share = high === low ? 0.5 : (value - low) / (high - low);
-      return `${round(index * step)},${round(height - padding - share * span)}`;
-    })
+    .map((value, index) => `${round(index * step)},${round(height - padding - (value / peak) * span)}`)
     .join(" ");
 }
 

@@ -171,3 +171,25 @@ def test_read_only_mode_hides_and_refuses_publishing(operator_client, orders):
     settings.save()
     assert b'id="publish"' not in operator_client.get("/topics/order.created/").content
     assert operator_client.post("/topics/order.created/publish/", {"payload": "x"}).status_code == 403
+
+
+def test_a_time_without_a_zone_is_read_as_utc_as_the_pages_label_their_times(viewer_client):
+    """Pages print times in UTC and say so; a `from`/`to` typed without a zone is read as
+    UTC, so a time copied from a page selects that same moment. A zone given is honoured."""
+    when = (datetime.now(timezone.utc) - timedelta(hours=2)).replace(second=7, microsecond=0)
+    ago = (datetime.now(timezone.utc) - when).total_seconds()
+    write([message("clock.check", b'{"n": 1}', 1, ago=ago)])
+    row = f'<a href="/events/{Event.objects.get(subject="clock.check").id}/">{when:%Y-%m-%d %H:%M:%S}'
+    start, end = when - timedelta(minutes=5), when + timedelta(minutes=5)
+    naive = {"from": start.replace(tzinfo=None).isoformat(), "to": end.replace(tzinfo=None).isoformat()}
+    html = viewer_client.get("/topics/clock.check/", naive).content.decode()
+    assert f"{start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M} UTC" in html  # the window, labelled
+    assert "<th>Time (UTC)</th>" in html and row in html  # the message's row, in UTC
+    # The same window written in another zone selects the same message.
+    plus_one = timezone(timedelta(hours=1))
+    zoned = {"from": start.astimezone(plus_one).isoformat(), "to": end.astimezone(plus_one).isoformat()}
+    assert row in viewer_client.get("/topics/clock.check/", zoned).content.decode()
+    # The naive clock one hour later (what a reader an hour east of UTC would see) does not.
+    later = {"from": (start + timedelta(hours=1)).replace(tzinfo=None).isoformat(),
+             "to": (end + timedelta(hours=1)).replace(tzinfo=None).isoformat()}
+    assert row not in viewer_client.get("/topics/clock.check/", later).content.decode()

@@ -296,3 +296,36 @@ def test_a_span_the_database_refuses_is_refused_alone_and_the_rest_of_its_batch_
     sink = run_async(go())
     assert (sink.stored, sink.refused) == (1, 1)
     assert StoredSpan.objects.get(trace_id=T1).tags == {"big": 2 ** 80}
+
+
+def test_the_red_view_counts_the_first_minute_of_a_window_that_starts_mid_minute(viewer_client, transactional_db):
+    """Rollups are per minute: a window from 12:03:20.5 counts the spans of minute 12:03,
+    microseconds in its start included."""
+    minute = (datetime.now(timezone.utc) - timedelta(minutes=10)).replace(second=0, microsecond=0)
+    at = minute + timedelta(seconds=40)
+    offset = int(at.timestamp() * 1_000_000) - (NOW_US - 60_000_000)
+    store([span("d4" * 16, "5" * 16, service="billing", operation="invoice", start=offset)])
+    window = {"from": (minute + timedelta(seconds=20, microseconds=500_000)).isoformat(),
+              "to": (minute + timedelta(minutes=5)).isoformat()}
+    rows = viewer_client.get(reverse("traces_red"), window).context["rows"]
+    assert [(r["service"], r["operation"], r["count"]) for r in rows] == [("billing", "invoice", 1)]
+
+
+@pytest.mark.parametrize("params", [
+    {"endTs": 10 ** 17, "lookback": 3_600_000},
+    {"endTs": -(10 ** 17), "lookback": 3_600_000},
+    {"endTs": 1_000, "lookback": 10 ** 14},
+    {"endTs": 10 ** 400, "lookback": 1},
+    {"endTs": 1_000, "lookback": -5},
+])
+def test_jaeger_api_dependencies_answers_400_with_the_reason_for_times_out_of_range(viewer_client, params):
+    response = viewer_client.get("/jaeger/api/dependencies", params)
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["code"] == 400 and ("years 1 and 9999" in error["msg"] or "negative" in error["msg"])
+
+
+def test_jaeger_api_traces_answers_400_when_lookback_reaches_before_the_year_1(viewer_client, transactional_db):
+    start_of_time = -62_135_596_800 * 1_000_000  # 0001-01-01T00:00:00Z in microseconds
+    response = viewer_client.get("/jaeger/api/traces", {"end": start_of_time + 1_000_000, "lookback": "2h"})
+    assert response.status_code == 400

@@ -1,0 +1,1 @@
+"""Live: the websocket `/ws/events/` from a page, under the Content-Security-Policy."""
