@@ -218,6 +218,7 @@ def celery_worker_thread(transactional_db):
 
     from dashboard.celery import app
 
+    purge_task_queue()  # tasks other tests left behind are not this test's
     with start_worker(app, perform_ping_check=False, pool="solo", loglevel="WARNING", shutdown_timeout=10):
         yield app
 
