@@ -127,12 +127,12 @@ def retry_dead_letter(attempt_id, audit_id):
     entry = AuditEntry.objects.select_related("user").get(pk=audit_id)
     outcomes = send_attempts([attempt_id], entry.user.get_username() if entry.user else "")
     attempt = RetryAttempt.objects.get(pk=attempt_id)
-    if attempt.outcome in (RetryAttempt.Outcome.FAILED, RetryAttempt.Outcome.UNKNOWN):
-        result = f"{attempt.outcome}: {attempt.error}"
-    elif attempt.stream_seq is not None:
-        result = f"{attempt.get_outcome_display()} to {attempt.subject}: stream {attempt.stream} sequence {attempt.stream_seq}"
-    else:
+    if not outcomes:  # this run sent nothing: another one has (or had) the attempt
         result = "taken by another worker"
+    elif attempt.outcome in (RetryAttempt.Outcome.FAILED, RetryAttempt.Outcome.UNKNOWN):
+        result = f"{attempt.outcome}: {attempt.error}"
+    else:
+        result = f"{attempt.get_outcome_display()} to {attempt.subject}: stream {attempt.stream} sequence {attempt.stream_seq}"
     if outcomes or not entry.result:
         entry.result = result[:500]
         entry.save(update_fields=["result"])

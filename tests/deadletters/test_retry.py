@@ -248,3 +248,12 @@ def test_unit_the_api_retry_takes_the_same_claim_and_says_409_to_a_stale_attempt
     detail = operator_client.get(f"/api/dlq/{found.id}").json()
     assert detail["status"] == "retried" and [r["outcome"] for r in detail["retries"]] == ["sent"]
     assert len(stream_messages(nats_url, stream)) == 1
+
+
+def test_the_api_retry_refuses_headers_since_eventscope_alone_sets_them(operator_client, orders):
+    stream, subject, found = orders
+    for extra in ({"Nats-Msg-Id": "mine-1"}, {"Eventscope-Retried-By": "eve"}, {"headers": "X-A: 1"}):
+        response = operator_client.post(f"/api/dlq/{found.id}/retry", {"attempt": "0", **extra})
+        assert response.status_code == 400 and "set by Eventscope only" in response.json()["error"]
+    found.refresh_from_db()
+    assert (found.status, found.attempt) == ("new", 0)
