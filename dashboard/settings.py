@@ -124,9 +124,28 @@ CHANNEL_LAYERS = {
 
 CELERY_BROKER_URL = celery_redis_url(REDIS_URL)
 CELERY_RESULT_BACKEND = celery_redis_url(REDIS_URL)
+# A task is acknowledged when it has finished, and a task whose worker process died is put
+# back on the queue (not acknowledged as Celery does by default), so a killed prefork child's
+# retry runs again at once. A whole worker that dies leaves its tasks unacknowledged in Redis:
+# they are delivered again once the visibility timeout has passed (so it must be longer than
+# the longest task: a bulk retry job). A retry delivered twice still sends once (see
+# dashboard/deadletters/tasks.py).
 CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=1)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+    # Look for tasks past their visibility timeout every few seconds (kombu's default scan
+    # runs only every ~100 s), and never wait minutes on an unreachable Redis.
+    "unacked_restore_interval": max(1, min(10, CELERY_VISIBILITY_TIMEOUT // 4)),
+    "unacked_restore_throttle": 1,
+    "socket_connect_timeout": 5,
+}
+# A retry claim (or bulk job) nobody has moved on for this long is settled by the collector:
+# never taken -> failed, taken by a worker now gone -> outcome unknown, a job -> stalled.
+RETRY_STALE_SECONDS = env_int("RETRY_STALE_SECONDS", 300, minimum=1)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

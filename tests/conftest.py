@@ -218,5 +218,98 @@ def celery_worker_thread(transactional_db):
 
     from dashboard.celery import app
 
+    purge_task_queue()  # tasks other tests left behind are not this test's
     with start_worker(app, perform_ping_check=False, pool="solo", loglevel="WARNING", shutdown_timeout=10):
         yield app
+
+
+class CeleryWorker:
+    """A real `celery -A dashboard worker` process, as the worker service runs it, on the
+    test's Redis and the test's database. It runs in a process group of its own, so a test
+    can kill one prefork child or the whole worker."""
+
+    def __init__(self, env=None, concurrency=1, pool="prefork"):
+        import subprocess
+        import sys
+        import threading
+        import uuid
+        from pathlib import Path
+
+        from django.db import connection
+
+        environ = dict(os.environ)
+        environ["DATABASE_URL"] = _database_url(connection.settings_dict["NAME"])
+        environ.update(env or {})
+        self.name = f"test-{uuid.uuid4().hex[:6]}"
+        self.lines = []
+        self.ready = threading.Event()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "dashboard", "worker", f"--pool={pool}",
+             f"--concurrency={concurrency}", "--loglevel=INFO", f"--hostname={self.name}@%h", "--without-gossip",
+             "--without-mingle", "--without-heartbeat"],
+            cwd=Path(__file__).resolve().parent.parent, env=environ, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self.ready.wait(60):
+            self.kill()
+            raise AssertionError(f"the Celery worker did not start:\n{self.output()}")
+
+    def _read(self):
+        for line in self.process.stdout:
+            self.lines.append(line)
+            if " ready." in line:
+                self.ready.set()
+
+    def output(self):
+        return "".join(self.lines[-150:])
+
+    def kill(self):
+        """SIGKILL the whole worker: the main process and its prefork children."""
+        import signal
+
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(10)
+
+    def stop(self):
+        """The end of a test: no task of it matters any more (the queue is emptied after)."""
+        self.kill()
+
+
+def _database_url(name):
+    """DATABASE_URL naming the test database instead of the one it names."""
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    return urlunsplit(parts._replace(path="/" + quote(name)))
+
+
+def purge_task_queue():
+    """Drop the tasks (and unacknowledged ones) a test left in the test's Redis."""
+    import redis
+
+    from dashboard.celery import app
+
+    client = redis.Redis.from_url(app.conf.broker_url)
+    client.delete("celery", "unacked", "unacked_index", "unacked_mutex")
+    client.close()
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db):
+    """Start real worker processes: `start(env=..., concurrency=...)`; all are stopped (and
+    the task queue emptied) at the end of the test."""
+    started = []
+    purge_task_queue()
+
+    def start(**options):
+        worker = CeleryWorker(**options)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+    purge_task_queue()

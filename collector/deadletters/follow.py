@@ -1,6 +1,7 @@
 """Following what became of a retry: a republished message is consumed once the failing
 consumer's ack floor passes it, or it comes back as a new dead letter (died again). The
-same loop rereads the settings, checks the alert thresholds and applies retention."""
+same loop rereads the settings, checks the alert thresholds, applies retention, and
+settles retry claims nobody holds any more (see `collector.deadletters.claims`)."""
 import asyncio
 import logging
 from datetime import datetime, timedelta, timezone
@@ -26,8 +27,8 @@ async def follow(collector, stop):
     """Extension: decide what became of each republished message. Consumed when every
     consumer that should take it (the one that gave up, or every consumer of the stream
     when that is unknown) has an ack floor at or past it; a death is recorded by capture.
-    Every few seconds it also rereads the settings and checks the alert thresholds, and
-    once an hour applies retention."""
+    Every round it settles stale retry claims; every few seconds it also rereads the
+    settings and checks the alert thresholds, and once an hour applies retention."""
     js = collector.adapter.nc.jetstream()
     next_settings = next_prune = 0.0
     while not stop.is_set():
@@ -41,6 +42,7 @@ async def follow(collector, stop):
                 await database_sync_to_async(prune)()
                 next_prune = loop_time + 3600
             await follow_once(js)
+            await database_sync_to_async(sweep_claims)()
         except Exception as error:  # the next round tries again
             log.warning("following retries failed: %s", error)
         await pause(stop, FOLLOW_SECONDS)
@@ -63,11 +65,21 @@ async def follow_once(js):
     return settled
 
 
+def sweep_claims():
+    """Retry claims nobody holds: back to an operator, with what is known of them."""
+    from collector.deadletters import claims
+
+    swept = claims.sweep()
+    if any(swept.values()):
+        log.info("settled stale retry claims: %s", ", ".join(f"{n} {what}" for what, n in swept.items() if n))
+    return swept
+
+
 def _pending_retries():
     from collector.models import RetryAttempt
 
     rows = (RetryAttempt.objects.filter(followup=RetryAttempt.FollowUp.PENDING, stream_seq__isnull=False,
-                                        outcome__in=[RetryAttempt.Outcome.SENT, RetryAttempt.Outcome.DUPLICATE])
+                                        outcome__in=RetryAttempt.LANDED)
             .values_list("id", "stream", "stream_seq", "dead_letter__consumer", "sent_at")[:5000])
     return list(rows)
 

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('collector', '0006_collector_stall'),
+        ('collector', '0007_retry_outcomes'),
     ]
 
     operations = [

@@ -60,9 +60,13 @@ class DeadLetter(models.Model):
         RETRIED = "retried", "retried"
         RESOLVED = "resolved", "resolved"
         DISCARDED = "discarded", "discarded"
+        UNKNOWN = "unknown", "outcome unknown"
 
     # Statuses a retry may start from: a later, deliberate retry of a retried one is a new attempt.
     RETRYABLE = (Status.NEW, Status.RETRIED)
+    # `unknown`: the last attempt may or may not be on the stream. An operator checks it again
+    # (it is looked for, and sent only if absent), sends it as a new message, or closes it.
+    OPEN = (Status.NEW, Status.RETRIED, Status.UNKNOWN)
 
     key = models.CharField(max_length=400, unique=True)
     broker = models.ForeignKey("collector.Broker", on_delete=models.CASCADE)
@@ -106,6 +110,10 @@ class DeadLetter(models.Model):
     def retryable(self):
         return self.status in self.RETRYABLE and self.raw is not None
 
+    @property
+    def outcome_unknown(self):
+        return self.status == self.Status.UNKNOWN and self.raw is not None
+
 
 class DeadLetterRollup(models.Model):
     """Dead letters per minute × topic × consumer × reason, kept by capture, so the
@@ -132,6 +140,10 @@ class RetryJob(models.Model):
         RUNNING = "running", "running"
         DONE = "done", "done"
         FAILED = "failed", "failed"
+        STALLED = "stalled", "stalled (its worker stopped)"
+
+    # States a delivered job task takes up: a stalled or running job whose worker died resumes.
+    RESUMABLE = (State.QUEUED, State.RUNNING, State.STALLED)
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
     created = models.DateTimeField(auto_now_add=True)
@@ -141,12 +153,14 @@ class RetryJob(models.Model):
     sent = models.IntegerField(default=0)
     skipped = models.IntegerField(default=0)
     failed = models.IntegerField(default=0)
+    unknown = models.IntegerField(default=0, help_text="Sent, but whether the stream kept them is unknown.")
     error = models.TextField(blank=True, default="")
     finished = models.DateTimeField(null=True)
+    heartbeat = models.DateTimeField(null=True, help_text="Last progress of the worker running it.")
 
     @property
     def done(self):
-        return self.sent + self.skipped + self.failed
+        return self.sent + self.skipped + self.failed + self.unknown
 
     @property
     def percent(self):
@@ -161,7 +175,12 @@ class RetryAttempt(models.Model):
         SENDING = "sending", "sending"
         SENT = "sent", "republished"
         DUPLICATE = "duplicate", "already republished (deduplicated)"
+        FOUND = "found", "already on the stream (found by its provenance)"
         FAILED = "failed", "failed"
+        UNKNOWN = "unknown", "outcome unknown"
+
+    # Outcomes that leave the message on the stream once.
+    LANDED = (Outcome.SENT, Outcome.DUPLICATE, Outcome.FOUND)
 
     class FollowUp(models.TextChoices):
         PENDING = "pending", "waiting for the consumer"
@@ -176,6 +195,10 @@ class RetryAttempt(models.Model):
     msg_id = models.CharField(max_length=200, help_text="Nats-Msg-Id: JetStream drops a second copy.")
     created = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True)
+    first_sent_at = models.DateTimeField(
+        null=True, help_text="When a worker first began sending it: from then on it may be on the stream.")
+    sender = models.IntegerField(
+        null=True, help_text="The advisory lock the sending worker holds; a free lock means the worker is gone.")
     subject = models.TextField()
     edited_headers = models.JSONField(null=True, help_text="An admin's edited headers, sent instead of the original.")
     edited_raw = models.BinaryField(null=True, help_text="An admin's edited payload, sent instead of the original.")

@@ -5,7 +5,7 @@ from django.db import models
 
 from collector.models.brokers import Broker
 
-__all__ = ["Topic", "Event", "EventRollup", "PrunedRange"]
+__all__ = ["Topic", "Event", "EventRollup", "PrunedRange", "PublishToken"]
 
 
 class Topic(models.Model):
@@ -96,3 +96,14 @@ class PrunedRange(models.Model):
     min_id = models.BigIntegerField(null=True)
     max_id = models.BigIntegerField(null=True)
     pruned_at = models.DateTimeField(auto_now_add=True)
+
+
+class PublishToken(models.Model):
+    """A publish form that has been submitted. Each rendered form carries a signed one-time
+    token; the message's `Nats-Msg-Id` derives from it, and this row (unique) makes a
+    resubmitted form send nothing."""
+
+    nonce = models.CharField(max_length=64, unique=True)
+    subject = models.TextField()
+    audit = models.ForeignKey("collector.AuditEntry", null=True, on_delete=models.SET_NULL, related_name="+")
+    created = models.DateTimeField(auto_now_add=True, db_index=True)

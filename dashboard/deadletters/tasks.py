@@ -1,134 +1,82 @@
-"""Retrying dead letters: the claim the web side makes, and the Celery tasks that republish;
-and the delivery of dead-letter alerts, which the collector queues by task name.
+"""Retrying dead letters: the Celery tasks that republish what the web side claimed; and the
+delivery of dead-letter alerts, which the collector queues by task name.
 
-One click, one message. A retry form carries the attempt number it was rendered with;
-`claim` moves the dead letter to `retrying` and to the next attempt with one conditional
-UPDATE, so of two clicks, two tabs or a resubmitted form only one finds the row as it
-was. The worker then takes the attempt with a second conditional UPDATE (queued ->
-sending), so a task delivered twice sends once; and the message carries
-`Nats-Msg-Id: eventscope-retry-<dead letter>-<attempt>`, so when a worker dies between
-publishing and recording, the redelivered task's second send is dropped by JetStream.
+Exactly once, through crashes. Claims and outcomes are in `collector.deadletters.claims`;
+how an attempt that may already be on the stream is settled is in `publisher`. A task is
+acknowledged only when it has finished, and one whose worker died is delivered again
+(settings: `task_acks_late`, `task_reject_on_worker_lost`, the Redis visibility timeout).
+The redelivered task finds the attempt `sending` under a lock nobody holds any more, so it
+takes it at once and settles it by the rule in `publisher`: within the duplicate window the
+same `Nats-Msg-Id` again; past it, looked for on the stream; else "outcome unknown".
+A database error while recording (after the message went out) reruns the task the same way.
 """
-import asyncio
 import json
+import os
 import time
 
-import nats
-from django.db import connection, transaction
-from django.db.models import F
+from django.db import InterfaceError, OperationalError
+from django.db.models import Count, F, Q
 from django.utils import timezone
-from nats.js.errors import NoStreamResponseError
 
-from collector.brokers.nats import secured_options
+from collector.deadletters import claims
 from collector.deadletters.rules import RETRIED_BY, RETRY_ATTEMPT, RETRY_OF
-from collector.models import (
-    AuditEntry,
-    DeadLetter,
-    DeadLetterSettings,
-    RetryAttempt,
-    RetryJob,
-)
+from collector.models import AuditEntry, DeadLetterSettings, RetryAttempt, RetryJob
 
 # Tasks bound to the project's app (not `shared_task`), so `.delay()` reaches its broker from
 # whichever process enqueues: the web side included.
 from dashboard.celery import app
+from dashboard.deadletters.publisher import Message, Publisher
 
 CHUNK = 500
-STALE_SENDING_SECONDS = 300  # far longer than a chunk takes to publish
 # Headers of the dead message that must not travel with the retry: the old dedup key and
 # publish expectations would make JetStream drop or refuse it; provenance is set afresh.
-DROPPED_HEADERS = ("nats-msg-id", "nats-expected-", "eventscope-retry-of", "eventscope-attempt", "eventscope-retried-by")
-MSG_ID_PREFIX = "eventscope-retry-"
-
-
-def msg_id(dead_letter_id, attempt):
-    return f"{MSG_ID_PREFIX}{dead_letter_id}-{attempt}"
-
-
-# --- claims (web side and bulk task) ----------------------------------------------------
-
-
-def claim(dead_letter_id, seen_attempt, user, edited_headers=None, edited_raw=None):
-    """Claim the next retry of one dead letter if it is still at `seen_attempt` and
-    retryable. Returns the new RetryAttempt, or None when someone else got there first."""
-    with transaction.atomic():
-        won = DeadLetter.objects.filter(
-            pk=dead_letter_id, attempt=seen_attempt, status__in=DeadLetter.RETRYABLE, raw__isnull=False,
-        ).update(status=DeadLetter.Status.RETRYING, attempt=F("attempt") + 1, status_reason="", updated=timezone.now())
-        if won != 1:
-            return None
-        subject = DeadLetter.objects.values_list("subject", flat=True).get(pk=dead_letter_id)
-        return RetryAttempt.objects.create(
-            dead_letter_id=dead_letter_id, attempt=seen_attempt + 1, user=user,
-            msg_id=msg_id(dead_letter_id, seen_attempt + 1), subject=subject,
-            edited_headers=edited_headers, edited_raw=edited_raw,
-        )
-
-
-def claim_many(seen, user, job=None):
-    """`claim` for many dead letters at once ({id: attempt seen}), in one statement that
-    also makes their RetryAttempt rows. Returns the attempt ids won."""
-    if not seen:
-        return []
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            WITH won AS (
-                UPDATE collector_deadletter d
-                SET status = 'retrying', attempt = d.attempt + 1, status_reason = '', updated = now()
-                FROM unnest(%s::int8[], %s::int4[]) AS k(id, attempt)
-                WHERE d.id = k.id AND d.attempt = k.attempt AND d.status IN ('new', 'retried') AND d.raw IS NOT NULL
-                RETURNING d.id, d.attempt, d.subject
-            )
-            INSERT INTO collector_retryattempt (dead_letter_id, attempt, job_id, user_id, msg_id, created, subject,
-                                                outcome, error, stream, followup)
-            SELECT id, attempt, %s, %s, %s || id || '-' || attempt, now(), subject, 'queued', '', '', 'pending'
-            FROM won
-            RETURNING id
-            """,
-            [list(seen), list(seen.values()), job.id if job else None, user.id if user else None, MSG_ID_PREFIX],
-        )
-        return [row[0] for row in cursor.fetchall()]
+DROPPED_HEADERS = ("nats-msg-id", "nats-expected-", "eventscope-")
+# Errors after which a rerun of the task can finish the job: the database went away.
+TRANSIENT = (OperationalError, InterfaceError)
+RERUN = {"autoretry_for": TRANSIENT, "retry_backoff": 1, "retry_backoff_max": 60, "max_retries": 20}
 
 
 # --- sending (worker side) --------------------------------------------------------------
 
 def send_attempts(attempt_ids, retried_by, publisher=None):
-    """Republish the queued attempts among `attempt_ids` and record each outcome.
-    Returns {outcome: count}."""
-    with connection.cursor() as cursor:
-        # The worker's own claim: an attempt is sent by the one task that moves it on
-        # (queued -> sending); the same statement loads what is to be sent. An attempt left
-        # `sending` by a worker that died is taken again once stale: its Nats-Msg-Id is the
-        # same, so JetStream drops the copy if the first send had got through.
-        cursor.execute(
-            """
-            UPDATE collector_retryattempt r SET outcome = 'sending', sent_at = now()
-            FROM collector_deadletter d JOIN collector_broker b ON b.id = d.broker_id
-            WHERE r.id = ANY(%s) AND d.id = r.dead_letter_id
-              AND (r.outcome = 'queued' OR (r.outcome = 'sending' AND r.sent_at < now() - %s * interval '1 second'))
-            RETURNING r.id, r.dead_letter_id, r.attempt, r.msg_id, r.subject, r.edited_headers, r.edited_raw,
-                      d.headers, d.raw, b.url, (SELECT username FROM auth_user u WHERE u.id = r.user_id)
-            """,
-            [list(attempt_ids), STALE_SENDING_SECONDS],
-        )
-        columns = [c.name for c in cursor.description]
-        mine = [dict(zip(columns, row)) for row in cursor.fetchall()]
+    """Republish the queued attempts among `attempt_ids` (and any left `sending` by a worker
+    that is gone) and record each outcome. Returns {outcome: count}."""
+    if not attempt_ids:
+        return {}
+    sender = claims.hold_sender_lock()
     own = publisher is None
     publisher = publisher or Publisher()
     outcomes = {}
-    by_broker = {}
     try:
+        mine = claims.take(attempt_ids, sender)
+        took = time.monotonic()
+        by_broker = {}
         for attempt in mine:
             by_broker.setdefault(attempt["url"], []).append(attempt)
         for url, group in by_broker.items():
-            results = publisher.publish(url, [(a["subject"], headers_for(a, retried_by), _payload(a)) for a in group])
-            record(group, results)
-            for outcome, *_ in results:
+            results = {}
+            again = [a for a in group if a["maybe_sent"]]
+            fresh = [a for a in group if not a["maybe_sent"]]
+            if fresh:
+                for attempt, result in zip(fresh, publisher.publish(url, [_message(a, retried_by) for a in fresh])):
+                    if result[0] == "uncertain":  # no acknowledgement: it may be stored
+                        again.append(attempt)
+                    else:
+                        results[attempt["id"]] = result
+            fault_point("retry-published")
+            if again:
+                for attempt in again:
+                    attempt["age"] = (attempt["age"] or 0.0) + time.monotonic() - took
+                for attempt, result in zip(again, publisher.settle(url, [_message(a, retried_by) for a in again])):
+                    results[attempt["id"]] = result
+            ordered = [results[a["id"]] for a in group]
+            claims.record(group, ordered, sender)
+            for outcome, *_ in ordered:
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
     finally:
         if own:
             publisher.close()
+        claims.release_sender_lock(sender)
     return outcomes
 
 
@@ -143,147 +91,104 @@ def headers_for(attempt, retried_by):
     return headers
 
 
-def _payload(attempt):
-    return bytes(attempt["edited_raw"] if attempt["edited_raw"] is not None else attempt["raw"])
+def _message(attempt, retried_by):
+    raw = attempt["edited_raw"] if attempt["edited_raw"] is not None else attempt["raw"]
+    return Message(subject=attempt["subject"], headers=headers_for(attempt, retried_by), data=bytes(raw),
+                   retry_of=str(attempt["dead_letter_id"]), attempt=str(attempt["attempt"]),
+                   since=attempt["first_sent_at"], age=attempt["age"] or 0.0)
 
 
-class Publisher:
-    """JetStream connections, one per broker, kept for the length of a task on an event
-    loop of its own, so a bulk job does not connect once per chunk."""
-
-    def __init__(self, timeout=5.0):
-        self.timeout = timeout
-        self.loop = asyncio.new_event_loop()
-        self.connections = {}
-
-    def publish(self, url, messages):
-        return self.loop.run_until_complete(self._publish(url, messages))
-
-    def close(self):
-        for nc in self.connections.values():
-            self.loop.run_until_complete(nc.close())
-        self.loop.close()
-
-    async def _publish(self, url, messages):
-        """Publish [(subject, headers, data)] through JetStream only (a retry must be
-        deduplicated, which core NATS cannot do), pipelined. Returns [(outcome, stream, seq, error)]."""
-        nc = self.connections.get(url)
-        if nc is None or not nc.is_connected:
-            try:
-                # nats-py retries a refused first connect forever when max_reconnect_attempts is 0:
-                # 1 means two tries, and the overall timeout bounds it whatever the client does.
-                nc = await asyncio.wait_for(nats.connect(
-                    url.split(","), connect_timeout=self.timeout, max_reconnect_attempts=1, reconnect_time_wait=0.5,
-                    allow_reconnect=False, error_cb=_quiet, **secured_options(url)), 2 * self.timeout)
-            except Exception as error:  # every message stays unsent, with the reason
-                return [("failed", "", None, f"broker unreachable: {error or type(error).__name__}")] * len(messages)
-            self.connections[url] = nc
-        js = nc.jetstream(timeout=self.timeout)
-        pending = []
-        for subject, headers, data in messages:
-            try:
-                pending.append(await js.publish_async(subject, data, headers=headers))
-            except Exception as error:  # the connection went away mid-way: this one was not sent
-                pending.append(error)
-        futures = [p for p in pending if isinstance(p, asyncio.Future)]
-        if futures:
-            await asyncio.wait(futures, timeout=self.timeout)
-        return [_outcome(p, subject) for p, (subject, _, _) in zip(pending, messages)]
-
-
-async def _quiet(error):
-    pass  # connection errors are reported with the outcome of each message
-
-
-def _outcome(pending, subject):
-    if isinstance(pending, Exception):
-        return ("failed", "", None, f"not sent: {pending or type(pending).__name__}")
-    if not pending.done():
-        pending.cancel()
-        return ("failed", "", None, "no acknowledgement from JetStream in time: it may or may not be stored")
-    error = pending.exception()
-    if isinstance(error, NoStreamResponseError):
-        return ("failed", "", None, f"no stream captures {subject} any more: nothing was sent")
-    if error is not None:
-        return ("failed", "", None, f"not sent: {error or type(error).__name__}")
-    ack = pending.result()
-    return ("duplicate" if ack.duplicate else "sent", ack.stream, ack.seq, "")
-
-
-def record(attempts, results):
-    """Write outcomes: a sent attempt leaves its dead letter `retried`; a failed one puts it
-    back to `new` with the error, so it can be retried later as a new attempt."""
-    now = timezone.now()
-    rows = [(a["id"], a["dead_letter_id"], outcome, stream, seq, error) for a, (outcome, stream, seq, error)
-            in zip(attempts, results)]
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            """
-            WITH k AS (SELECT * FROM unnest(%s::int8[], %s::int8[], %s::text[], %s::text[], %s::int8[], %s::text[])
-                       AS k(id, letter, outcome, stream, seq, error)),
-            a AS (
-                UPDATE collector_retryattempt r
-                SET outcome = k.outcome, stream = k.stream, stream_seq = k.seq, error = k.error,
-                    sent_at = CASE WHEN k.outcome = 'failed' THEN NULL ELSE %s END,
-                    followup = CASE WHEN k.outcome = 'failed' THEN 'unknown' ELSE r.followup END
-                FROM k WHERE r.id = k.id RETURNING 1
-            )
-            UPDATE collector_deadletter d
-            SET status = CASE WHEN k.outcome = 'failed' THEN 'new' ELSE 'retried' END,
-                status_reason = k.error, updated = %s
-            FROM k WHERE d.id = k.letter AND d.status = 'retrying'
-            """,
-            [[r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows],
-             [r[4] for r in rows], [r[5] for r in rows], now, now],
-        )
+def fault_point(name):
+    """For crash tests only: with EVENTSCOPE_FAULT=<name>:<file>, the first process to get
+    here creates <file>, writes its pid into it and waits (for the test to kill it, or to
+    write "go" into the file to let it go on). Without the variable this does nothing."""
+    point, _, path = os.environ.get("EVENTSCOPE_FAULT", "").partition(":")
+    if point != name or not path:
+        return
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return  # fired once already
+    os.write(fd, f"{os.getpid()}\n".encode())
+    os.close(fd)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with open(path) as told:
+            if "go" in told.read():
+                return
+        time.sleep(0.05)
 
 
 # --- tasks -----------------------------------------------------------------------------
 
 
-@app.task(name="eventscope.retry_dead_letter")
+@app.task(name="eventscope.retry_dead_letter", **RERUN)
 def retry_dead_letter(attempt_id, audit_id):
     """Republish one claimed retry and put the outcome in its audit entry."""
     entry = AuditEntry.objects.select_related("user").get(pk=audit_id)
     outcomes = send_attempts([attempt_id], entry.user.get_username() if entry.user else "")
     attempt = RetryAttempt.objects.get(pk=attempt_id)
-    if attempt.outcome == RetryAttempt.Outcome.FAILED:
-        result = f"failed: {attempt.error}"
-    elif attempt.stream_seq is not None:
-        result = f"{attempt.get_outcome_display()} to {attempt.subject}: stream {attempt.stream} sequence {attempt.stream_seq}"
-    else:
+    if not outcomes:  # this run sent nothing: another one has (or had) the attempt
         result = "taken by another worker"
+    elif attempt.outcome in (RetryAttempt.Outcome.FAILED, RetryAttempt.Outcome.UNKNOWN):
+        result = f"{attempt.outcome}: {attempt.error}"
+    else:
+        result = f"{attempt.get_outcome_display()} to {attempt.subject}: stream {attempt.stream} sequence {attempt.stream_seq}"
     if outcomes or not entry.result:
         entry.result = result[:500]
         entry.save(update_fields=["result"])
     return result
 
 
-@app.task(name="eventscope.run_retry_job")
+@app.task(name="eventscope.run_retry_job", **RERUN)
 def run_retry_job(job_id, audit_id):
     """A bulk retry: claim and republish in chunks at most `bulk_rate` messages a second,
-    keeping the job's counters current for the progress bar."""
+    keeping the job's counters current for the progress bar. The runner holds the job's
+    lock: a second delivery while it runs does nothing, and a delivery after its worker
+    died resumes the job where it stopped."""
+    if not claims.try_job_lock(job_id):
+        return "running in another worker"
+    try:
+        return _run_job(job_id, audit_id)
+    finally:
+        claims.release_job_lock(job_id)
+
+
+def _run_job(job_id, audit_id):
     from collector.deadletters import readers as dlq_readers
 
     job = RetryJob.objects.select_related("user").get(pk=job_id)
-    if not RetryJob.objects.filter(pk=job_id, state=RetryJob.State.QUEUED).update(state=RetryJob.State.RUNNING):
+    if job.state not in RetryJob.RESUMABLE:
         return "already run"
+    resumed = job.state != RetryJob.State.QUEUED
+    # A resumed job counts what it skips afresh: it walks the whole selection again.
+    RetryJob.objects.filter(pk=job_id).update(state=RetryJob.State.RUNNING, error="", heartbeat=timezone.now(),
+                                              **({"skipped": 0} if resumed else {}))
     rate = max(DeadLetterSettings.load().bulk_rate, 1)
     who = job.user.get_username() if job.user else ""
     publisher = Publisher()
     try:
+        if resumed:  # what the runner that died had claimed but not settled
+            stranded = list(RetryAttempt.objects.filter(
+                job_id=job_id, outcome__in=[RetryAttempt.Outcome.QUEUED, RetryAttempt.Outcome.SENDING])
+                .values_list("id", flat=True))
+            for index in range(0, len(stranded), CHUNK):
+                send_attempts(stranded[index:index + CHUNK], who, publisher)
+            _count(job_id)
         for seen in dlq_readers.job_chunks(job.selection, CHUNK):
             started = time.monotonic()
-            attempt_ids = claim_many(seen, job.user, job)
-            outcomes = send_attempts(attempt_ids, who, publisher)
-            sent = outcomes.get("sent", 0) + outcomes.get("duplicate", 0)
-            RetryJob.objects.filter(pk=job_id).update(
-                sent=F("sent") + sent, failed=F("failed") + outcomes.get("failed", 0),
-                skipped=F("skipped") + len(seen) - len(attempt_ids))
+            done = set(RetryAttempt.objects.filter(job_id=job_id, dead_letter_id__in=[int(i) for i in seen])
+                       .values_list("dead_letter_id", flat=True))
+            seen = {ident: attempt for ident, attempt in seen.items() if int(ident) not in done}
+            attempt_ids = claims.claim_many(seen, job.user, job)
+            send_attempts(attempt_ids, who, publisher)
+            _count(job_id, skipped=len(seen) - len(attempt_ids))
             # The rate limit: a chunk of n messages takes at least n / rate seconds.
             pause = len(seen) / rate - (time.monotonic() - started)
             if pause > 0:
                 time.sleep(pause)
+    except TRANSIENT:
+        raise  # the task runs again and resumes
     except Exception as error:
         RetryJob.objects.filter(pk=job_id).update(state=RetryJob.State.FAILED, error=str(error)[:500],
                                                   finished=timezone.now())
@@ -291,11 +196,23 @@ def run_retry_job(job_id, audit_id):
         raise
     finally:
         publisher.close()
-    job.refresh_from_db()
+    _count(job_id)
     RetryJob.objects.filter(pk=job_id).update(state=RetryJob.State.DONE, finished=timezone.now())
+    job.refresh_from_db()
     result = f"{job.sent} republished, {job.skipped} skipped (changed meanwhile), {job.failed} failed"
+    if job.unknown:
+        result += f", {job.unknown} outcome unknown"
     AuditEntry.objects.filter(pk=audit_id).update(result=result)
     return result
+
+
+def _count(job_id, skipped=0):
+    """The job's counters from its attempts (so a resumed job never counts twice)."""
+    counts = RetryAttempt.objects.filter(job_id=job_id).aggregate(
+        sent=Count("id", filter=Q(outcome__in=RetryAttempt.LANDED)),
+        failed=Count("id", filter=Q(outcome=RetryAttempt.Outcome.FAILED)),
+        unknown=Count("id", filter=Q(outcome=RetryAttempt.Outcome.UNKNOWN)))
+    RetryJob.objects.filter(pk=job_id).update(**counts, skipped=F("skipped") + skipped, heartbeat=timezone.now())
 
 
 @app.task(name="eventscope.send_alert")

@@ -1,10 +1,12 @@
 """Dead letters: browse them, retry (one, a selection, everything matching a filter),
 discard or resolve them; and the audit log of every such action.
 
-The web side never talks to a broker: a retry is claimed here (see `dashboard.deadletters.tasks`)
-and sent by a Celery task."""
-from datetime import datetime
+The web side never talks to a broker: a retry is claimed here (see `collector.deadletters.claims`)
+and sent by a Celery task (`dashboard.deadletters.tasks`). A claim whose task cannot be
+queued is given back at once, with the reason."""
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, JsonResponse
@@ -13,9 +15,11 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from collector.deadletters import claims
 from collector.deadletters import readers as dlq_readers
+from collector.deadletters.follow import FOLLOW_GIVE_UP
 from collector.keyset import BadFilter
-from collector.models import AuditEntry, DeadLetter, RetryJob, RuntimeSettings
+from collector.models import AuditEntry, DeadLetter, RetryAttempt, RetryJob, RuntimeSettings
 from collector.roles import has_role
 from dashboard.deadletters import tasks as tasks_dlq
 from dashboard.events.topics import parse_headers
@@ -39,6 +43,24 @@ def _require_act(request):
 def _audit(request, action, target, detail=None, result=""):
     return AuditEntry.objects.create(user=request.user, action=action, target=target, detail=detail or {},
                                      result=result)
+
+
+def _enqueue(task, *args):
+    """Queue a task; None when queued, else why not (and then nothing was sent)."""
+    try:
+        task.delay(*args)
+    except Exception as error:  # Redis down or unreachable: the task never reached the queue
+        return f"not queued: the task queue is unreachable ({error or type(error).__name__}); nothing was sent"
+    return None
+
+
+def _enqueue_retry(attempt, entry):
+    """Queue the republish of a claimed attempt; on failure give the claim back and say why."""
+    problem = _enqueue(tasks_dlq.retry_dead_letter, attempt.id, entry.id)
+    if problem:
+        claims.release(attempt.id, problem)
+        AuditEntry.objects.filter(pk=entry.pk).update(result=f"failed: {problem}"[:500])
+    return problem
 
 
 # --- pages ------------------------------------------------------------------------------
@@ -78,18 +100,32 @@ def dead_letter_detail(request, ident):
         raise Http404(f"No dead letter {ident}")
     history = dlq_readers.retry_history(letter)
     can_act = may_act(request.user)
-    following = letter.status == DeadLetter.Status.RETRYING or any(
-        a.followup == "pending" and a.outcome in ("queued", "sending", "sent", "duplicate") for a in history[:1])
+    following, stalled = _following(letter, history[0] if history else None)
     raw = bytes(letter.raw) if letter.raw is not None else None
     return render(request, "deadletters/dlq_detail.html", {
         "letter": letter, "history": history, "died_again": dlq_readers.died_again(letter),
         "headers": sorted((letter.headers or {}).items()), "text": raw_text(raw) if raw is not None else None,
         "pretty": _pretty(raw), "hex": hexdump(raw) if raw is not None else "",
         "trace_url": _trace_url(letter.trace_id), "can_act": can_act,
-        "can_edit": can_act and has_role(request.user, "admin"), "following": following,
+        "can_edit": can_act and has_role(request.user, "admin"), "following": following, "stalled": stalled,
+        "stale_seconds": settings.RETRY_STALE_SECONDS,
         "edit_headers": "\n".join(f"{k}: {v}" for k, v in (letter.headers or {}).items()
                                   if not k.lower().startswith(tasks_dlq.DROPPED_HEADERS)),
     })
+
+
+def _following(letter, latest):
+    """(reload the page?, stalled?). The page follows a retry while a worker may still be
+    moving it, or while the sent message waits for its consumer; never a claim that nobody
+    has moved for RETRY_STALE_SECONDS (the collector settles those), nor forever."""
+    now = timezone.now()
+    if letter.status == DeadLetter.Status.RETRYING:
+        moved = max(filter(None, [letter.updated, latest.sent_at if latest else None]))
+        stalled = now - moved > timedelta(seconds=settings.RETRY_STALE_SECONDS)
+        return not stalled, stalled
+    waiting = (latest is not None and latest.followup == RetryAttempt.FollowUp.PENDING
+               and latest.outcome in RetryAttempt.LANDED and latest.sent_at and now - latest.sent_at < FOLLOW_GIVE_UP)
+    return bool(waiting), False
 
 
 def _pretty(raw):
@@ -116,7 +152,12 @@ def job_detail(request, ident):
     job = RetryJob.objects.select_related("user").filter(pk=ident).first()
     if job is None:
         raise Http404(f"No retry job {ident}")
-    return render(request, "deadletters/dlq_job.html", {"job": job, "running": job.state in ("queued", "running")})
+    # Reload while it runs, but not on a job nobody has moved for RETRY_STALE_SECONDS.
+    moved = job.heartbeat or job.created
+    stale = timezone.now() - moved > timedelta(seconds=settings.RETRY_STALE_SECONDS)
+    return render(request, "deadletters/dlq_job.html", {
+        "job": job, "running": job.state in ("queued", "running") and not stale,
+        "quiet": job.state in ("queued", "running") and stale, "stale_seconds": settings.RETRY_STALE_SECONDS})
 
 
 # --- actions (POST only; CSRF is checked by the middleware) -------------------------------
@@ -125,7 +166,9 @@ def job_detail(request, ident):
 @require_POST
 def retry(request, ident):
     """Claim the next attempt of one dead letter and enqueue its republish. The form's
-    `attempt` is the attempt the page showed: a second click finds it changed."""
+    `attempt` is the attempt the page showed: a second click finds it changed. When the
+    last attempt's outcome is unknown, `recheck` queues that attempt again (looked for on
+    the stream, sent only if absent) and `new_message` sends a new one."""
     _require_act(request)
     back = redirect("dead_letter", ident)
     letter = dlq_readers.dead_letter(ident)
@@ -150,16 +193,27 @@ def retry(request, ident):
         _audit(request, "dlq.retry", f"dead letter {ident}", {"attempt": seen}, "refused: the message is gone")
         messages.error(request, f"Not retried: {letter.note or 'the message itself was not kept'}")
         return back
-    attempt = tasks_dlq.claim(ident, seen, request.user, edited_headers, edited_raw)
+    recheck = bool(request.POST.get("recheck")) and edited_raw is None
+    if recheck:
+        attempt = claims.claim_recheck(ident, seen)
+    else:
+        attempt = claims.claim(ident, seen, request.user, edited_headers, edited_raw,
+                               as_new_message=bool(request.POST.get("new_message")))
     if attempt is None:
         _audit(request, "dlq.retry", f"dead letter {ident}", {"attempt": seen}, "refused: already retried or changed")
         messages.warning(request, "Someone else already retried this dead letter (or it changed); nothing was sent again.")
         return back
     entry = _audit(request, "dlq.retry", f"dead letter {ident}",
                    {"attempt": attempt.attempt, "subject": attempt.subject, "msg_id": attempt.msg_id,
-                    "edited": edited_raw is not None}, "queued")
-    tasks_dlq.retry_dead_letter.delay(attempt.id, entry.id)
-    messages.success(request, f"Retry {attempt.attempt} queued: republishing to {attempt.subject}")
+                    "edited": edited_raw is not None, "recheck": recheck}, "queued")
+    problem = _enqueue_retry(attempt, entry)
+    if problem:
+        messages.error(request, f"Not retried: {problem}")
+    elif recheck:
+        messages.success(request, f"Checking retry {attempt.attempt}: it is looked for on the stream of "
+                                  f"{attempt.subject} and sent only if absent")
+    else:
+        messages.success(request, f"Retry {attempt.attempt} queued: republishing to {attempt.subject}")
     return back
 
 
@@ -169,7 +223,7 @@ def _close(request, ident, status, action):
     if not reason:
         messages.error(request, f"Not {status}: say why")
         return redirect("dead_letter", ident)
-    changed = DeadLetter.objects.filter(pk=ident, status__in=DeadLetter.RETRYABLE).update(
+    changed = DeadLetter.objects.filter(pk=ident, status__in=DeadLetter.OPEN).update(
         status=status, status_reason=reason, updated=timezone.now())
     _audit(request, action, f"dead letter {ident}", {"reason": reason}, status if changed else "refused: not open")
     if changed:
@@ -209,7 +263,11 @@ def bulk_retry(request):
     entry = _audit(request, "dlq.bulk_retry", f"retry job {job.id}", selection, "queued")
     job.total = dlq_readers.selection_queryset(selection).count()
     job.save(update_fields=["total"])
-    tasks_dlq.run_retry_job.delay(job.id, entry.id)
+    problem = _enqueue(tasks_dlq.run_retry_job, job.id, entry.id)
+    if problem:
+        RetryJob.objects.filter(pk=job.id).update(state=RetryJob.State.FAILED, error=problem, finished=timezone.now())
+        AuditEntry.objects.filter(pk=entry.pk).update(result=f"failed: {problem}"[:500])
+        messages.error(request, f"Not retried: {problem}")
     return redirect("dlq_job", job.id)
 
 
@@ -281,18 +339,32 @@ def api_job(request, ident):
 
 @require_POST
 def api_retry(request, ident):
-    """The API's retry: the same claim, so a script that repeats itself sends once."""
+    """The API's retry: the same claim, so a script that repeats itself sends once. When
+    the last attempt's outcome is unknown it is checked again (sent only if absent from
+    the stream), unless `new_message=1` asks for a new message."""
     _require_act(request)
     try:
         seen = int(request.POST.get("attempt", ""))
     except ValueError:
         return JsonResponse({"error": "attempt (the attempt number last seen) is required"}, status=400)
-    attempt = tasks_dlq.claim(ident, seen, request.user)
+    reserved = [name for name in request.POST if name.lower() in ("headers", "nats-msg-id")
+                or name.lower().startswith("eventscope-")]
+    if reserved:
+        return JsonResponse({"error": f"{reserved[0]}: a retry sends the dead message as it was; Nats-Msg-Id and "
+                                      "Eventscope-* headers are set by Eventscope only"}, status=400)
+    new_message = request.POST.get("new_message") in ("1", "true")
+    attempt = claims.claim(ident, seen, request.user, as_new_message=new_message)
+    recheck = False
+    if attempt is None and not new_message:
+        attempt = claims.claim_recheck(ident, seen)
+        recheck = attempt is not None
     if attempt is None:
         _audit(request, "dlq.retry", f"dead letter {ident}", {"attempt": seen}, "refused: already retried or changed")
         return JsonResponse({"error": "already retried, changed, or not retryable"}, status=409)
     entry = _audit(request, "dlq.retry", f"dead letter {ident}", {"attempt": attempt.attempt,
-                                                                    "msg_id": attempt.msg_id}, "queued")
-    tasks_dlq.retry_dead_letter.delay(attempt.id, entry.id)
-    return JsonResponse({"attempt": attempt.attempt, "msg_id": attempt.msg_id}, status=202)
+                                                                    "msg_id": attempt.msg_id, "recheck": recheck}, "queued")
+    problem = _enqueue_retry(attempt, entry)
+    if problem:
+        return JsonResponse({"error": problem}, status=503)
+    return JsonResponse({"attempt": attempt.attempt, "msg_id": attempt.msg_id, "recheck": recheck}, status=202)
 

@@ -10,18 +10,20 @@ from dashboard.celery import app
 
 
 @app.task(name="eventscope.publish_message")
-def publish_message(audit_id, subject, headers, payload_b64):
+def publish_message(audit_id, subject, headers, payload_b64, msg_id=None):
     """Publish one message for an operator and record the outcome in the audit entry.
-    On a JetStream subject the `Nats-Msg-Id` is derived from the audit entry, so a task
-    run twice (a redelivered task, a resubmitted form) stores one message."""
+    On a JetStream subject the `Nats-Msg-Id` derives from the form's one-time token, so a
+    task run twice (a redelivered task, a resubmitted form) stores one message. Nats-Msg-Id
+    and Eventscope-* headers are Eventscope's alone: any others given are dropped."""
     from collector.brokers.nats import publish
     from collector.models import AuditEntry, Broker
+    from dashboard.events.topics import reserved_header
 
     entry = AuditEntry.objects.get(pk=audit_id)
     broker = Broker.objects.get(name=entry.detail.get("broker", "nats"))
-    headers = dict(headers or {})
-    headers.setdefault("Nats-Msg-Id", f"eventscope-publish-{audit_id}")
-    headers.setdefault("Eventscope-Published-By", entry.user.get_username() if entry.user else "")
+    headers = {name: value for name, value in (headers or {}).items() if not reserved_header(name)}
+    headers["Nats-Msg-Id"] = msg_id or f"eventscope-publish-{audit_id}"
+    headers["Eventscope-Published-By"] = entry.user.get_username() if entry.user else ""
     try:
         result = asyncio.run(publish(broker.url, subject, headers, base64.b64decode(payload_b64)))
     except Exception as error:  # the outcome, whatever it is, goes to the audit log

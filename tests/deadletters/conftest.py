@@ -29,7 +29,8 @@ def collector(transactional_db):
 
 @pytest.fixture
 def eager_tasks():
-    """Celery tasks run in the calling thread, so a test sees their effect at once."""
+    """Celery tasks run eagerly, in the calling thread, so a test sees their effect at once:
+    for unit tests only (no queue, no worker process, no redelivery)."""
     from dashboard.celery import app
 
     app.conf.task_always_eager = True
@@ -84,8 +85,30 @@ def stream_messages(url, stream):
     return run_async(go())
 
 
-def make_stream(url, stream, subjects):
-    nats_publish(url, [], stream=stream, subjects=subjects)
+def make_stream(url, stream, subjects, **config):
+    """A JetStream stream; `config` as nats-py's StreamConfig takes it (duplicate_window in
+    seconds, retention, no_ack ...)."""
+    if not config:
+        nats_publish(url, [], stream=stream, subjects=subjects)
+        return
+
+    async def go():
+        nc = await nats.connect(url)
+        await nc.jetstream().add_stream(api.StreamConfig(name=stream, subjects=subjects, **config))
+        await nc.close()
+
+    run_async(go())
+
+
+def stream_state(url, stream):
+    """The stream's state (messages, first_seq, last_seq ...)."""
+    async def go():
+        nc = await nats.connect(url)
+        info = await nc.jetstream().stream_info(stream)
+        await nc.close()
+        return info.state
+
+    return run_async(go())
 
 
 def letter(broker, subject, raw=b'{"order": 1}', headers=None, **fields):

@@ -16,9 +16,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 # --- the closed loop --------------------------------------------------------------------
 
 
-def test_a_retried_message_is_followed_until_consumed_or_dead_again(collector, operator_client, eager_tasks,
-                                                                   nats_url):
-    """Retry 1 dies again (a new dead letter linked to the old); after the fix, retry 2 is consumed."""
+def test_unit_a_retried_message_is_followed_until_consumed_or_dead_again(collector, operator_client, eager_tasks,
+                                                                        nats_url):
+    """Unit test for the retry's part (Celery eager; the collector and consumer are real):
+    retry 1 dies again (a new dead letter linked to the old); after the fix, retry 2 is consumed."""
     stream = unique("LOOP")
     subject = f"{stream.lower()}.order.created"
     make_stream(nats_url, stream, [f"{stream.lower()}.>"])

@@ -163,6 +163,16 @@ def test_operators_see_the_publish_form_with_the_last_message_as_template(operat
     assert "region: " in html and "&quot;customer&quot;: {&quot;id&quot;: 119}" in html
 
 
+def test_the_publish_template_leaves_out_the_headers_only_eventscope_sets(operator_client):
+    """A retried message as the template: its dedup key and provenance are not offered for
+    typing (they would be refused)."""
+    write([message("order.paid", b"{}", 1, headers={"region": "eu", "Nats-Msg-Id": "eventscope-retry-5-1",
+                                                     "Eventscope-Retry-Of": "5", "Eventscope-Attempt": "1"})])
+    html = operator_client.get("/topics/order.paid/").content.decode()
+    typed = html.split('id="publish-headers"', 1)[1].split("</textarea>", 1)[0]
+    assert "region: eu" in typed and "Nats-Msg-Id" not in typed and "Eventscope-" not in typed
+
+
 def test_read_only_mode_hides_and_refuses_publishing(operator_client, orders):
     from collector.models import RuntimeSettings
 
