@@ -139,7 +139,7 @@ def test_the_collector_connects_with_nats_creds_to_an_operator_mode_server_and_s
 def test_the_workers_publish_and_retry_connect_with_nats_creds_too(secured_bus, settings):
     """What the publish task and the retry task run, against the same secured bus."""
     from collector.brokers.nats import publish as publish_one
-    from dashboard.deadletters.tasks import Publisher
+    from dashboard.deadletters.publisher import Message, Publisher
 
     url, creds = secured_bus
     settings.NATS_URL, settings.NATS_CREDS = url, creds
@@ -148,7 +148,7 @@ def test_the_workers_publish_and_retry_connect_with_nats_creds_too(secured_bus, 
     assert outcome == "stored in stream SECURED at sequence 2"
     publisher = Publisher()
     try:
-        [sent] = publisher.publish(url, [("secured.order.retried", {"Nats-Msg-Id": "r-1"}, MESSAGE)])
+        [sent] = publisher.publish(url, [Message("secured.order.retried", {"Nats-Msg-Id": "r-1"}, MESSAGE)])
     finally:
         publisher.close()
     assert sent == ("sent", "SECURED", 3, "")
