@@ -21,6 +21,7 @@ CSP = "; ".join(
 
 PUBLIC_PREFIXES = ("/healthz", "/accounts/login/", "/static/", "/share/", "/favicon.ico")
 API_PREFIXES = ("/api/", "/jaeger/")
+NO_ROLE_MESSAGE = "Your account has no role yet: ask an admin to grant you one (viewer, operator or admin)."
 
 
 class ContentSecurityPolicyMiddleware:
@@ -68,6 +69,29 @@ class LoginRequiredMiddleware:
             if request.path.startswith(API_PREFIXES):
                 return JsonResponse({"error": "authentication required"}, status=401)
             return redirect_to_login(request.get_full_path(), settings.LOGIN_URL)
+        return self.get_response(request)
+
+
+class RoleRequiredMiddleware:
+    """A logged-in user in no role group sees no data: pages answer 403 with a page that
+    says an admin must grant a role, the APIs a 403 JSON error. Logging out still works."""
+
+    EXEMPT = ("/accounts/logout/",)
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        from collector.roles import ROLES, has_role
+
+        path = request.path
+        if (request.user.is_authenticated and not path.startswith(PUBLIC_PREFIXES + self.EXEMPT)
+                and not has_role(request.user, *ROLES)):
+            if path.startswith(API_PREFIXES):
+                return JsonResponse({"error": NO_ROLE_MESSAGE}, status=403)
+            from django.shortcuts import render
+
+            return render(request, "no_role.html", {"message": NO_ROLE_MESSAGE}, status=403)
         return self.get_response(request)
 
 

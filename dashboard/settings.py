@@ -73,6 +73,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "dashboard.middleware.BearerTokenMiddleware",
     "dashboard.middleware.LoginRequiredMiddleware",
+    "dashboard.middleware.RoleRequiredMiddleware",
     "dashboard.middleware.TimeWindowMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
