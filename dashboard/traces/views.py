@@ -1,6 +1,5 @@
 """Trace pages: search, the waterfall, raw JSON, the RED view, comparing two traces,
 and signed read-only share links to one trace."""
-import time
 from datetime import timedelta
 
 from django.core import signing
@@ -8,13 +7,15 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
-from collector.models import AuditEntry
-from collector.models.traces import TraceSettings
+from collector.models import AuditEntry, RuntimeSettings
+from collector.models.traces import ShareLink, TraceSettings
 from collector.roles import has_role
 from collector.traces import readers
+from dashboard.timewindow import Window
 
 SHARE_SALT = "eventscope.traces.share"
 SHARE_CHOICES = [("1h", 1), ("24h", 24), ("7d", 24 * 7)]  # label, hours
@@ -136,7 +137,8 @@ def trace_detail(request, trace_id):
         return response
     summary, spans = loaded
     settings_ = TraceSettings.load()
-    can_share = settings_.share_links and has_role(request.user, "operator", "admin")
+    can_share = (settings_.share_links and has_role(request.user, "operator", "admin")
+                 and not RuntimeSettings.load().read_only)
     return render(request, "traces/trace.html", {
         "summary": summary, "data": trace_data(summary, spans), "span_count": len(spans),
         "duration": human_us(summary.duration_us), "events": readers.events_of_trace(summary.trace_id),
@@ -186,46 +188,68 @@ def compare(request):
 
 @require_POST
 def share_create(request, trace_id):
-    """An operator makes a signed, expiring, read-only link to this one trace."""
+    """An operator makes a signed, expiring, read-only link to this one trace; the link is
+    recorded (ShareLink) so admins can list and revoke it."""
     settings_ = TraceSettings.load()
     if not settings_.share_links:
         raise PermissionDenied("Share links are turned off")
     if not has_role(request.user, "operator", "admin"):
         raise PermissionDenied("Only operators make share links")
+    if RuntimeSettings.load().read_only:
+        raise PermissionDenied("Eventscope is in read-only mode: no share links are made")
     ident = readers.normalise_trace_id(trace_id)
     summary = readers.summary(ident) if ident else None
     if summary is None:
         raise Http404(f"No trace {trace_id}")
     hours = dict((label, h) for label, h in SHARE_CHOICES).get(request.POST.get("expires"), 24)
     hours = min(hours, settings_.share_link_max_days * 24)
-    expires = int(time.time()) + hours * 3600
-    token = signing.dumps({"t": ident, "e": expires}, salt=SHARE_SALT, compress=True)
+    link = ShareLink.objects.create(trace_id=ident, trace_start=summary.start, trace_end=summary.end,
+                                    created_by=request.user, expires=timezone.now() + timedelta(hours=hours))
+    token = signing.dumps({"l": link.pk, "t": ident}, salt=SHARE_SALT, compress=True)
     url = reverse("trace_share", args=[token])
     AuditEntry.objects.create(user=request.user, action="share trace", target=ident,
-                              detail={"expires": expires}, result="link made")
+                              detail={"link": link.pk, "expires": int(link.expires.timestamp())}, result="link made")
     return render(request, "traces/trace_shared.html", {"summary": summary, "url": url, "hours": hours,
                                                  "back": trace_url(summary)})
 
 
-def _shared_trace(token):
-    """The trace id a share token opens, or PermissionDenied saying why not."""
-    if not TraceSettings.load().share_links:
+def _shared_link(token):
+    """The ShareLink a token opens, or PermissionDenied saying why not. The limits are
+    checked now, at use: revocation, the link's own expiry and today's longest life."""
+    settings_ = TraceSettings.load()
+    if not settings_.share_links:
         raise PermissionDenied("Share links are turned off")
     try:
         payload = signing.loads(token, salt=SHARE_SALT)
     except signing.BadSignature:
         raise PermissionDenied("This share link is not valid") from None
-    if payload.get("e", 0) < time.time():
+    link = ShareLink.objects.filter(pk=payload.get("l"), trace_id=payload.get("t")).first()
+    if link is None:
+        raise PermissionDenied("This share link is not valid")
+    if link.revoked is not None:
+        raise PermissionDenied("This share link was revoked")
+    if link.ends(settings_.share_link_max_days) <= timezone.now():
         raise PermissionDenied("This share link has expired")
-    return payload["t"]
+    return link
+
+
+def _shared_summary(request, link):
+    """(summary, None) or (None, the 410 response when retention removed the trace)."""
+    summary = readers.summary(link.trace_id)
+    if summary is not None:
+        return summary, None
+    gone = readers.pruned(Window(link.trace_start, link.trace_end + timedelta(seconds=1), None))
+    if gone is None:
+        raise Http404("The shared trace is no longer stored")
+    return None, gone
 
 
 def shared_trace(request, token):
-    ident = _shared_trace(token)
-    summary = readers.summary(ident)
-    if summary is None:
-        raise Http404("The shared trace is no longer stored")
-    spans = readers.spans(ident, summary)
+    link = _shared_link(token)
+    summary, gone = _shared_summary(request, link)
+    if gone is not None:
+        return render(request, "gone.html", {"pruned": gone, "what": f"Shared trace {link.trace_id}"}, status=410)
+    spans = readers.spans(link.trace_id, summary)
     return render(request, "traces/trace.html", {
         "summary": summary, "data": trace_data(summary, spans, with_events=False), "span_count": len(spans),
         "duration": human_us(summary.duration_us),
@@ -235,10 +259,11 @@ def shared_trace(request, token):
 
 
 def shared_trace_json(request, token):
-    ident = _shared_trace(token)
-    summary = readers.summary(ident)
-    if summary is None:
-        raise Http404("The shared trace is no longer stored")
-    response = JsonResponse(trace_data(summary, readers.spans(ident, summary), with_events=False))
-    response["Content-Disposition"] = f'attachment; filename="trace-{ident}.json"'
+    link = _shared_link(token)
+    summary, gone = _shared_summary(request, link)
+    if gone is not None:
+        return JsonResponse({"error": f"trace {link.trace_id} was removed by retention",
+                             "expired": gone.pruned_at.isoformat()}, status=410)
+    response = JsonResponse(trace_data(summary, readers.spans(link.trace_id, summary), with_events=False))
+    response["Content-Disposition"] = f'attachment; filename="trace-{link.trace_id}.json"'
     return response
