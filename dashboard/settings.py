@@ -13,6 +13,7 @@ from dashboard.env import (
     env_int,
     env_list,
     env_port,
+    env_seconds,
     env_str,
     env_url,
 )
@@ -30,6 +31,13 @@ if DATABASE_URL is None:
 
     raise ConfigError("DATABASE_URL is not set (e.g. postgresql://user:pass@host:5432/eventscope)")
 DATABASES = {"default": database_from_url("DATABASE_URL", DATABASE_URL)}
+# Web requests only (dashboard.middleware.StatementTimeoutMiddleware): a query of a page or
+# the API that runs longer is stopped and answered with a clear 503. The collector and the
+# workers never run the middleware, so they are not bound by it. 0: no limit.
+DB_STATEMENT_TIMEOUT = env_seconds("DB_STATEMENT_TIMEOUT", 15, maximum=3600)
+# Filters that read every stored message of the window (contains, JSON path, header) take
+# windows of at most this many hours.
+EVENT_SCAN_WINDOW_HOURS = env_int("EVENT_SCAN_WINDOW_HOURS", 24, minimum=1, maximum=366 * 24)
 
 NATS_URL = env_url("NATS_URL", "nats://127.0.0.1:4222", ("nats", "tls", "ws", "wss"))
 NATS_CREDS = env_file("NATS_CREDS")
@@ -76,6 +84,7 @@ MIDDLEWARE = [
     "dashboard.middleware.BearerTokenMiddleware",
     "dashboard.middleware.LoginRequiredMiddleware",
     "dashboard.middleware.RoleRequiredMiddleware",
+    "dashboard.middleware.StatementTimeoutMiddleware",
     "dashboard.middleware.TimeWindowMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",

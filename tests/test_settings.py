@@ -28,6 +28,10 @@ def start(command, **overrides):
         ("OTLP_HTTP_PORT", "70000"),
         ("DEBUG", "maybe"),
         ("NATS_CREDS", "/no/such/file.creds"),
+        ("DB_STATEMENT_TIMEOUT", "soon"),
+        ("EVENT_SCAN_WINDOW_HOURS", "0"),
+        ("LOGIN_FAILURE_LIMIT", "many"),
+        ("LOGIN_LOCKOUT_MINUTES", "-5"),
     ],
 )
 def test_a_bad_setting_stops_manage_py_with_one_line_naming_it(variable, value):

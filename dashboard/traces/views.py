@@ -29,8 +29,47 @@ def _search_query(params):
         min_duration_us=readers.parse_duration_us(params.get("minDuration")),
         max_duration_us=readers.parse_duration_us(params.get("maxDuration")),
         errors_only=params.get("error") in ("1", "on", "true"),
-        limit=min(int(params["limit"]), 1000) if params.get("limit", "").isdigit() else readers.SEARCH_LIMIT,
+        limit=_limit(params.get("limit", "").strip()),
     )
+
+
+def _limit(text, maximum=1000):
+    if not text:
+        return readers.SEARCH_LIMIT
+    if not text.isdigit() or not 1 <= int(text) <= maximum:
+        raise readers.BadQuery(f"limit={text!r}: from 1 to {maximum} traces")
+    return int(text)
+
+
+# The waterfall page loads at most this many spans; "Load more spans" fetches the next ones.
+SPAN_PAGE = 2000
+
+
+def span_cursor(span):
+    return f"{int(span.start.timestamp() * 1_000_000)}_{span.span_id}"
+
+
+def parse_span_cursor(text):
+    """(start, span id) from a span cursor, or BadQuery."""
+    from datetime import datetime, timezone as dt_timezone
+
+    micros, sep, span_id = (text or "").partition("_")
+    if not sep or not micros.isdigit() or not readers.HEX.match(span_id):
+        raise readers.BadQuery(f"after={text!r} is not a span cursor")
+    return datetime.fromtimestamp(int(micros) / 1_000_000, dt_timezone.utc), span_id
+
+
+def span_page(summary, after_text=None):
+    """(spans, next cursor or None): SPAN_PAGE spans by start, after the cursor if given."""
+    after = parse_span_cursor(after_text) if after_text else None
+    spans = readers.spans(summary.trace_id, summary, after=after, limit=SPAN_PAGE + 1)
+    if len(spans) > SPAN_PAGE:
+        return spans[:SPAN_PAGE], span_cursor(spans[SPAN_PAGE - 1])
+    return spans, None
+
+
+def _more_url(json_url, cursor):
+    return f"{json_url}?{urlencode({'after': cursor})}" if cursor else None
 
 
 def human_us(us):
@@ -90,8 +129,8 @@ def _scatter(rows, window, longest, width=800, height=160, pad=8):
     return {"width": width, "height": height, "points": points}
 
 
-def _load_trace(request, trace_id):
-    """(summary, spans) or a 404/410 response."""
+def _load_trace(request, trace_id, paged=False):
+    """(summary, spans, next cursor) or a 404/410 response; `paged` reads one SPAN_PAGE."""
     ident = readers.normalise_trace_id(trace_id)
     summary = readers.summary(ident) if ident else None
     if summary is None:
@@ -103,11 +142,14 @@ def _load_trace(request, trace_id):
             # Events carried the trace context but no spans arrived: show what is known.
             return None, render(request, "traces/trace_events.html", {"trace_id": ident, "events": events})
         raise Http404(f"No trace {trace_id}")
-    return (summary, readers.spans(ident, summary)), None
+    if paged:
+        return (summary, *span_page(summary)), None
+    return (summary, readers.spans(ident, summary), None), None
 
 
-def trace_data(summary, spans, with_events=True):
-    """The waterfall's data: times in µs from the trace's start."""
+def trace_data(summary, spans, with_events=True, more=None):
+    """The waterfall's data: times in µs from the trace's start; `more` is the URL of the
+    next page of spans (the same shape, its `spans` to add) when there are more."""
     origin = int(summary.start.timestamp() * 1_000_000)
     events = readers.events_for_spans(summary.trace_id, spans) if with_events else {}
     hops = readers.hops(summary.trace_id, spans) if with_events else {}
@@ -115,6 +157,8 @@ def trace_data(summary, spans, with_events=True):
         "trace_id": summary.trace_id,
         "start_us": origin,
         "duration_us": summary.duration_us,
+        "span_count": summary.span_count,
+        "more": more,
         "root": {"service": summary.root_service, "operation": summary.root_operation},
         "spans": [{
             "id": s.span_id, "parent": s.parent_span_id, "service": s.service, "operation": s.operation,
@@ -132,30 +176,49 @@ def trace_data(summary, spans, with_events=True):
 
 
 def trace_detail(request, trace_id):
-    loaded, response = _load_trace(request, trace_id)
+    """The waterfall of the first SPAN_PAGE spans; "Load more spans" fetches the rest a page at a time."""
+    loaded, response = _load_trace(request, trace_id, paged=True)
     if response:
         return response
-    summary, spans = loaded
+    summary, spans, cursor = loaded
     settings_ = TraceSettings.load()
     can_share = (settings_.share_links and has_role(request.user, "operator", "admin")
                  and not RuntimeSettings.load().read_only)
+    json_url = reverse("trace_json", args=[summary.trace_id])
     return render(request, "traces/trace.html", {
-        "summary": summary, "data": trace_data(summary, spans), "span_count": len(spans),
+        "summary": summary, "data": trace_data(summary, spans, more=_more_url(json_url, cursor)),
+        "span_count": summary.span_count, "spans_shown": len(spans),
         "duration": human_us(summary.duration_us), "events": readers.events_of_trace(summary.trace_id),
-        "permalink": trace_url(summary), "json_url": reverse("trace_json", args=[summary.trace_id]),
+        "permalink": trace_url(summary), "json_url": json_url,
         "can_share": can_share, "share_choices": SHARE_CHOICES, "shared": False,
     })
 
 
 def trace_json(request, trace_id):
-    """The trace as JSON, offered as a download."""
+    """The trace as JSON, offered as a download: every span; with `?after=<cursor>`, the
+    next SPAN_PAGE spans after it (what "Load more spans" fetches)."""
+    if request.GET.get("after"):
+        ident = readers.normalise_trace_id(trace_id)
+        summary = readers.summary(ident) if ident else None
+        if summary is None:
+            raise Http404(f"No trace {trace_id}")
+        return _span_page_json(request, summary, reverse("trace_json", args=[ident]), with_events=True)
     loaded, response = _load_trace(request, trace_id)
     if response:
         return response
-    summary, spans = loaded
+    summary, spans, _ = loaded
     response = JsonResponse(trace_data(summary, spans), json_dumps_params={"ensure_ascii": False})
     response["Content-Disposition"] = f'attachment; filename="trace-{summary.trace_id}.json"'
     return response
+
+
+def _span_page_json(request, summary, json_url, with_events):
+    try:
+        spans, cursor = span_page(summary, request.GET["after"])
+    except readers.BadQuery as error:
+        return JsonResponse({"error": str(error)}, status=400)
+    return JsonResponse(trace_data(summary, spans, with_events=with_events, more=_more_url(json_url, cursor)),
+                        json_dumps_params={"ensure_ascii": False})
 
 
 def red(request):
@@ -249,11 +312,12 @@ def shared_trace(request, token):
     summary, gone = _shared_summary(request, link)
     if gone is not None:
         return render(request, "gone.html", {"pruned": gone, "what": f"Shared trace {link.trace_id}"}, status=410)
-    spans = readers.spans(link.trace_id, summary)
+    spans, cursor = span_page(summary)
+    json_url = reverse("trace_share_json", args=[token])
     return render(request, "traces/trace.html", {
-        "summary": summary, "data": trace_data(summary, spans, with_events=False), "span_count": len(spans),
-        "duration": human_us(summary.duration_us),
-        "permalink": reverse("trace_share", args=[token]), "json_url": reverse("trace_share_json", args=[token]),
+        "summary": summary, "data": trace_data(summary, spans, with_events=False, more=_more_url(json_url, cursor)),
+        "span_count": summary.span_count, "spans_shown": len(spans), "duration": human_us(summary.duration_us),
+        "permalink": reverse("trace_share", args=[token]), "json_url": json_url,
         "can_share": False, "shared": True,
     })
 
@@ -264,6 +328,8 @@ def shared_trace_json(request, token):
     if gone is not None:
         return JsonResponse({"error": f"trace {link.trace_id} was removed by retention",
                              "expired": gone.pruned_at.isoformat()}, status=410)
+    if request.GET.get("after"):
+        return _span_page_json(request, summary, reverse("trace_share_json", args=[token]), with_events=False)
     response = JsonResponse(trace_data(summary, readers.spans(link.trace_id, summary), with_events=False))
     response["Content-Disposition"] = f'attachment; filename="trace-{link.trace_id}.json"'
     return response
