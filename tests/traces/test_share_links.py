@@ -3,6 +3,7 @@ longest life, revoked one by one or all at once in the admin (on the audit log),
 shared trace gone by retention answers 410 with the date."""
 from datetime import timedelta
 
+import pytest
 from django.urls import reverse
 from django.utils import timezone as django_timezone
 
@@ -13,7 +14,8 @@ from collector.traces import writer as spanstore
 from tests.traces.test_traces_pages import NOW_US, T1, T2, make_share_link, span, store, traces  # noqa: F401
 
 
-def test_no_share_link_is_made_in_read_only_mode_and_the_button_is_gone(operator_client, traces):
+@pytest.mark.usefixtures("traces")
+def test_no_share_link_is_made_in_read_only_mode_and_the_button_is_gone(operator_client):
     RuntimeSettings.objects.update_or_create(pk=1, defaults={"read_only": True})
     response = operator_client.post(reverse("trace_share_create", args=[T1]), {"expires": "1h"})
     assert response.status_code == 403
@@ -22,7 +24,8 @@ def test_no_share_link_is_made_in_read_only_mode_and_the_button_is_gone(operator
     assert b"Share read-only link" not in operator_client.get(reverse("trace", args=[T1])).content
 
 
-def test_lowering_the_longest_life_shortens_links_already_issued(operator_client, traces, client, monkeypatch):
+@pytest.mark.usefixtures("traces")
+def test_lowering_the_longest_life_shortens_links_already_issued(operator_client, client, monkeypatch):
     """A 7-day link made when 7 days were allowed stops after 1 day once admins allow 1 day."""
     import time
 
@@ -38,7 +41,8 @@ def test_lowering_the_longest_life_shortens_links_already_issued(operator_client
     assert client.get(url).status_code == 200
 
 
-def test_an_admin_lists_and_revokes_one_link_and_the_audit_log_shows_who(operator_client, traces, client, alice):
+@pytest.mark.usefixtures("traces")
+def test_an_admin_lists_and_revokes_one_link_and_the_audit_log_shows_who(operator_client, client, alice):
     first = make_share_link(operator_client, T1)
     second = make_share_link(operator_client, T2)
     admin = client
@@ -57,7 +61,8 @@ def test_an_admin_lists_and_revokes_one_link_and_the_audit_log_shows_who(operato
     assert (entry.user, entry.target, entry.detail["link"], entry.detail["created_by"]) == (alice, T1, link.pk, "bob")
 
 
-def test_an_admin_revokes_every_link_at_once(operator_client, traces, client, alice):
+@pytest.mark.usefixtures("traces")
+def test_an_admin_revokes_every_link_at_once(operator_client, client, alice):
     urls = [make_share_link(operator_client, T1), make_share_link(operator_client, T1, "1h"),
             make_share_link(operator_client, T2)]
     client.force_login(alice)
@@ -74,13 +79,15 @@ def test_an_admin_revokes_every_link_at_once(operator_client, traces, client, al
     assert AuditEntry.objects.filter(action="revoke share link").count() == 3
 
 
-def test_operators_cannot_revoke_links_in_the_admin(operator_client, traces):
+@pytest.mark.usefixtures("traces")
+def test_operators_cannot_revoke_links_in_the_admin(operator_client):
     make_share_link(operator_client, T1)
     assert operator_client.post(reverse("admin:collector_sharelink_revoke_all")).status_code == 302  # to admin login
     assert ShareLink.objects.get().revoked is None
 
 
-def test_a_signed_token_that_names_no_issued_link_is_refused(operator_client, traces, client):
+@pytest.mark.usefixtures("traces")
+def test_a_signed_token_that_names_no_issued_link_is_refused(operator_client, client):
     """A token signed with the key but never issued (no ShareLink row) opens nothing."""
     from django.core import signing
 

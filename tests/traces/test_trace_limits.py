@@ -12,7 +12,8 @@ from tests.traces.test_traces_pages import T1, span, store, traces  # noqa: F401
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_the_jaeger_api_refuses_too_many_trace_ids_and_a_limit_out_of_range(viewer_client, traces):
+@pytest.mark.usefixtures("traces")
+def test_the_jaeger_api_refuses_too_many_trace_ids_and_a_limit_out_of_range(viewer_client):
     many = "&".join(f"traceID={n:032x}" for n in range(jaeger_api.MAX_TRACE_IDS + 1))
     response = viewer_client.get(f"/jaeger/api/traces?{many}")
     assert response.status_code == 400
@@ -27,7 +28,8 @@ def test_the_jaeger_api_refuses_too_many_trace_ids_and_a_limit_out_of_range(view
     assert response.status_code == 400 and "at most 366 days" in response.json()["errors"][0]["msg"]
 
 
-def test_the_trace_search_page_refuses_a_limit_out_of_range(viewer_client, traces):
+@pytest.mark.usefixtures("traces")
+def test_the_trace_search_page_refuses_a_limit_out_of_range(viewer_client):
     response = viewer_client.get(reverse("traces"), {"limit": "5000"})
     assert response.status_code == 400 and b"from 1 to 1000" in response.content
 

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::Deprecati
 
 
 def test_a_user_finds_an_exported_trace_opens_its_waterfall_and_follows_a_span_link(
-        span_collector, live_server, page, charlie):
+        span_collector, live_server, page, charlie):  # noqa: F811 (the fixture imported above)
     parent, child = export_trace(HttpExporter(endpoint=span_collector.otlp_http), service="storefront",
                                  root="GET /basket")
     trace_id = hex_trace(parent)
