@@ -1,6 +1,7 @@
 """Trace pages: search, the waterfall, raw JSON, the RED view, comparing two traces,
 and signed read-only share links to one trace."""
-from datetime import timedelta
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 
 from django.core import signing
 from django.core.exceptions import PermissionDenied
@@ -45,18 +46,23 @@ def _limit(text, maximum=1000):
 SPAN_PAGE = 2000
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
+
+
 def span_cursor(span):
-    return f"{int(span.start.timestamp() * 1_000_000)}_{span.span_id}"
+    """`<start in µs>_<span id>`, exact (a float timestamp can be a microsecond off)."""
+    return f"{(span.start - _EPOCH) // timedelta(microseconds=1)}_{span.span_id}"
 
 
 def parse_span_cursor(text):
     """(start, span id) from a span cursor, or BadQuery."""
-    from datetime import datetime, timezone as dt_timezone
-
     micros, sep, span_id = (text or "").partition("_")
-    if not sep or not micros.isdigit() or not readers.HEX.match(span_id):
-        raise readers.BadQuery(f"after={text!r} is not a span cursor")
-    return datetime.fromtimestamp(int(micros) / 1_000_000, dt_timezone.utc), span_id
+    try:
+        if sep and micros.isdigit() and readers.HEX.match(span_id):
+            return _EPOCH + timedelta(microseconds=int(micros)), span_id
+    except OverflowError:
+        pass
+    raise readers.BadQuery(f"after={text!r} is not a span cursor")
 
 
 def span_page(summary, after_text=None):
@@ -296,7 +302,7 @@ def _shared_link(token):
     return link
 
 
-def _shared_summary(request, link):
+def _shared_summary(link):
     """(summary, None) or (None, the 410 response when retention removed the trace)."""
     summary = readers.summary(link.trace_id)
     if summary is not None:
@@ -309,7 +315,7 @@ def _shared_summary(request, link):
 
 def shared_trace(request, token):
     link = _shared_link(token)
-    summary, gone = _shared_summary(request, link)
+    summary, gone = _shared_summary(link)
     if gone is not None:
         return render(request, "gone.html", {"pruned": gone, "what": f"Shared trace {link.trace_id}"}, status=410)
     spans, cursor = span_page(summary)
@@ -324,7 +330,7 @@ def shared_trace(request, token):
 
 def shared_trace_json(request, token):
     link = _shared_link(token)
-    summary, gone = _shared_summary(request, link)
+    summary, gone = _shared_summary(link)
     if gone is not None:
         return JsonResponse({"error": f"trace {link.trace_id} was removed by retention",
                              "expired": gone.pruned_at.isoformat()}, status=410)
