@@ -13,6 +13,7 @@ from collector.models import (
     RuntimeSettings,
     TraceSettings,
 )
+from collector.models.traces import ShareLink
 
 
 class BrokerForm(forms.ModelForm):
@@ -127,3 +128,62 @@ class DeadLetterAdmin(admin.ModelAdmin):
     list_display = ["id", "subject", "consumer", "reason", "status", "first_seen"]
     search_fields = ["subject", "error"]
     list_filter = ["reason", "status"]
+
+
+@admin.register(ShareLink)
+class ShareLinkAdmin(admin.ModelAdmin):
+    """Issued share links: listed here, revoked one by one, by selection or all at once
+    (each revocation on the audit log). Links are made from the trace page, never here."""
+
+    list_display = ["id", "trace_id", "created_by", "created", "expires", "state", "revoked", "revoked_by"]
+    list_filter = [("revoked", admin.EmptyFieldListFilter)]
+    search_fields = ["trace_id", "created_by__username"]
+    readonly_fields = ["trace_id", "trace_start", "trace_end", "created_by", "created", "expires", "revoked",
+                       "revoked_by"]
+    actions = ["revoke_selected"]
+    change_list_template = "admin/collector/sharelink/change_list.html"
+
+    @admin.display(description="state")
+    def state(self, obj):
+        from django.utils import timezone
+
+        if obj.revoked:
+            return "revoked"
+        return "active" if obj.ends(TraceSettings.load().share_link_max_days) > timezone.now() else "expired"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # a revoked link stays listed: who made it, who revoked it
+
+    @admin.action(description="Revoke the selected share links")
+    def revoke_selected(self, request, queryset):
+        from collector.traces.sharing import revoke
+
+        count = revoke(queryset, request.user)
+        messages.success(request, f"Revoked {count} share link{'s' if count != 1 else ''}.")
+
+    def get_urls(self):
+        from django.urls import path
+
+        return [path("revoke-all/", self.admin_site.admin_view(self.revoke_all_view), name="collector_sharelink_revoke_all"),
+                *super().get_urls()]
+
+    def revoke_all_view(self, request):
+        """GET: how many links are active, and a button; POST: revoke them all."""
+        from django.core.exceptions import PermissionDenied
+        from django.shortcuts import redirect
+        from django.template.response import TemplateResponse
+
+        from collector.traces.sharing import active, revoke
+
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            count = revoke(ShareLink.objects.all(), request.user)
+            messages.success(request, f"Revoked all {count} share link{'s' if count != 1 else ''}.")
+            return redirect("admin:collector_sharelink_changelist")
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": "Revoke every share link",
+                   "active": active().count(), "unrevoked": ShareLink.objects.filter(revoked=None).count()}
+        return TemplateResponse(request, "admin/collector/sharelink/revoke_all.html", context)

@@ -7,6 +7,15 @@ class EventscopeAdminSite(admin.AdminSite):
     index_title = "Brokers, rules, thresholds, users"
     site_url = "/"
 
+    def register(self, model_or_iterable, admin_class=None, **options):
+        """Every ModelAdmin, ours or another app's, writes its changes to the audit log."""
+        from dashboard.admin_audit import AuditedAdmin
+
+        admin_class = admin_class or admin.ModelAdmin
+        if not issubclass(admin_class, AuditedAdmin):
+            admin_class = type(admin_class.__name__, (AuditedAdmin, admin_class), {"__module__": admin_class.__module__})
+        super().register(model_or_iterable, admin_class, **options)
+
     def has_permission(self, request):
         """Only the `admin` role (and superusers) reach the admin; viewers and
         operators are refused even if someone marked them staff."""

@@ -53,6 +53,20 @@ def env_int(name, default, minimum=None, maximum=None):
     return number
 
 
+def env_seconds(name, default, maximum=None):
+    """A duration in seconds, whole or decimal (`15`, `0.5`); 0 is allowed (off)."""
+    value = _raw(name, None)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a number of seconds") from None
+    if not number >= 0 or maximum is not None and number > maximum:
+        raise ConfigError(f"{name}={value!r} is out of range (0..{maximum})")
+    return number
+
+
 def env_port(name, default):
     return env_int(name, default, minimum=1, maximum=65535)
 

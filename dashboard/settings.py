@@ -3,6 +3,7 @@
 What operators change while Eventscope runs (brokers, decoding rules, thresholds,
 retention, read-only mode) lives in the database and is edited in the admin.
 """
+from datetime import timedelta
 from pathlib import Path
 
 from dashboard.env import (
@@ -16,6 +17,7 @@ from dashboard.env import (
     env_nats_name,
     env_port,
     env_secret_key,
+    env_seconds,
     env_str,
     env_url,
 )
@@ -34,6 +36,13 @@ if DATABASE_URL is None:
 
     raise ConfigError("DATABASE_URL is not set (e.g. postgresql://user:pass@host:5432/eventscope)")
 DATABASES = {"default": database_from_url("DATABASE_URL", DATABASE_URL)}
+# Web requests only (dashboard.middleware.StatementTimeoutMiddleware): a query of a page or
+# the API that runs longer is stopped and answered with a clear 503. The collector and the
+# workers never run the middleware, so they are not bound by it. 0: no limit.
+DB_STATEMENT_TIMEOUT = env_seconds("DB_STATEMENT_TIMEOUT", 15, maximum=3600)
+# Filters that read every stored message of the window (contains, JSON path, header) take
+# windows of at most this many hours.
+EVENT_SCAN_WINDOW_HOURS = env_int("EVENT_SCAN_WINDOW_HOURS", 24, minimum=1, maximum=366 * 24)
 
 NATS_URL = env_url("NATS_URL", "nats://127.0.0.1:4222", ("nats", "tls", "ws", "wss"), several=True)
 NATS_CREDS = env_file("NATS_CREDS")
@@ -77,6 +86,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
     "collector",
     "dashboard.apps.DashboardConfig",
 ]
@@ -91,9 +101,13 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "dashboard.middleware.BearerTokenMiddleware",
     "dashboard.middleware.LoginRequiredMiddleware",
+    "dashboard.middleware.RoleRequiredMiddleware",
+    "dashboard.middleware.StatementTimeoutMiddleware",
     "dashboard.middleware.TimeWindowMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "dashboard.urls"
@@ -152,6 +166,19 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 LOGIN_URL = "/accounts/login/"
+
+# Failed logins are throttled by django-axes, per user name and per address apart: after
+# LOGIN_FAILURE_LIMIT failures either one is locked out for LOGIN_LOCKOUT_MINUTES (a correct
+# password included); each lockout is on the audit log (dashboard.login_throttle).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1, maximum=7 * 24 * 60))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 

@@ -14,6 +14,8 @@ CHOICES = ["5m", "15m", "1h", "6h", "24h", "7d"]
 DEFAULT = "1h"
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _LAST = re.compile(r"^(\d{1,5})([smhd])$")
+# The longest window any page or API reads, relative or absolute.
+MAX_WINDOW = timedelta(days=366)
 
 
 class BadWindow(ValueError):
@@ -47,7 +49,7 @@ def parse_duration(text):
         raise BadWindow(f"last={text!r}: use a number and a unit, like 15m, 6h or 7d")
     amount, unit = int(match.group(1)), match.group(2)
     delta = timedelta(**{_UNITS[unit]: amount})
-    if delta > timedelta(days=366):
+    if delta > MAX_WINDOW:
         raise BadWindow(f"last={text!r}: at most one year")
     return delta
 
@@ -62,6 +64,13 @@ def _parse_time(name, text):
     return value
 
 
+def check_span(start, end):
+    """BadWindow when an absolute window is longer than MAX_WINDOW."""
+    if end - start > MAX_WINDOW:
+        days = (end - start).total_seconds() / 86400
+        raise BadWindow(f"from/to span {days:.0f} days: at most {MAX_WINDOW.days} days (one year)")
+
+
 def from_query(params, now=None):
     now = now or datetime.now(timezone.utc)
     if params.get("from") or params.get("to"):
@@ -71,6 +80,7 @@ def from_query(params, now=None):
             start = end - parse_duration(params.get("last") or DEFAULT)
         if start >= end:
             raise BadWindow("from must be before to")
+        check_span(start, end)
         return Window(start, end, None)
     last = params.get("last") or DEFAULT
     return Window(now - parse_duration(last), now, last)

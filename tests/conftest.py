@@ -41,6 +41,12 @@ def charlie(db):
 
 
 @pytest.fixture
+def dave(db):
+    """Dave has an account but no role: an admin has not granted him one yet."""
+    return _user("dave", None)
+
+
+@pytest.fixture
 def viewer_client(client, charlie):
     client.force_login(charlie)
     return client

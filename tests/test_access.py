@@ -218,3 +218,64 @@ def test_only_admins_see_the_admin_link(admin_client_, client, charlie):
     assert b'href="/admin/"' in admin_client_.get("/").content
     client.force_login(charlie)
     assert b'href="/admin/"' not in client.get("/").content
+
+
+def test_a_user_in_no_role_group_gets_403_on_every_page_saying_an_admin_must_grant_a_role(client, dave):
+    """Logged in is not enough: every page answers 403 with the "ask an admin" page,
+    every API URL a 403 JSON error; logging out still works."""
+    client.force_login(dave)
+    checked = 0
+    for route in set(all_paths()):
+        if route in PUBLIC or route.startswith("share/") or route == "accounts/logout/":
+            continue
+        response = client.get("/" + route)
+        assert response.status_code == 403, route
+        if route.startswith(("api/", "jaeger/")):
+            assert "ask an admin" in response.json()["error"], route
+        else:
+            assert b"ask an admin" in response.content, route
+        checked += 1
+    assert checked >= 20
+    assert client.post("/accounts/logout/").status_code == 302
+
+
+def test_a_user_in_no_role_group_is_refused_on_the_api_and_jaeger_api_with_a_bearer_token(client, dave):
+    token = ApiToken(user=dave, name="script")
+    secret = token.issue()
+    token.save()
+    for url in ("/api/events", "/api/topics", "/jaeger/api/services", "/jaeger/api/traces?service=x"):
+        response = client.get(url, HTTP_AUTHORIZATION=f"Bearer {secret}")
+        assert response.status_code == 403, url
+        assert "ask an admin" in response.json()["error"]
+
+
+def test_a_user_in_any_role_group_reads_the_pages(client, charlie, bob, alice):
+    for user in (charlie, bob, alice):
+        client.force_login(user)
+        assert client.get("/").status_code == 200
+        assert client.get("/api/events").status_code == 200
+
+
+def _websocket_as(client, user):
+    from dashboard.asgi import application
+
+    client.force_login(user)
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+
+    async def connect():
+        communicator = WebsocketCommunicator(application, "/ws/events/",
+                                             headers=[(b"origin", b"http://localhost"), (b"cookie", cookie)])
+        connected, code = await communicator.connect()
+        await communicator.disconnect()
+        return connected, code
+
+    return async_to_sync(connect)()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_live_websocket_refuses_a_user_in_no_role_group_with_4403_and_accepts_a_viewer(client):
+    from tests.conftest import _user
+
+    assert _websocket_as(client, _user("dave", None)) == (False, 4403)
+    connected, _ = _websocket_as(client, _user("charlie", "viewer"))
+    assert connected is True

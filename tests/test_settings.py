@@ -40,6 +40,10 @@ def start(command, **overrides):
         ("SECRET_KEY", "x" * 60),
         ("SECRET_KEY", "django-insecure-" + "k3y-m4de-by-st4rtproject-0123456789abcdef"),
         ("SECRET_KEY", "change-me-in-production-" + "0123456789abcdefghijklmnopqrstuvwxyz"),
+        ("DB_STATEMENT_TIMEOUT", "soon"),
+        ("EVENT_SCAN_WINDOW_HOURS", "0"),
+        ("LOGIN_FAILURE_LIMIT", "many"),
+        ("LOGIN_LOCKOUT_MINUTES", "-5"),
     ],
 )
 def test_a_bad_setting_stops_manage_py_with_one_line_naming_it(variable, value):

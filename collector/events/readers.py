@@ -248,6 +248,7 @@ def events(window, subject=None, filters=None, before=None, after=None, limit=EV
     last/first row of the current page. Filters: type, version, producer, key, trace,
     header (`k=v`), path + equals (JSON path into the payload), contains (raw bytes)."""
     filters = filters or {}
+    _check_scan_window(window, filters)
     qs = Event.objects.filter(ts__gte=window.start, ts__lt=window.end)
     if subject is not None:
         qs = qs.filter(subject=subject)
@@ -285,6 +286,23 @@ def events(window, subject=None, filters=None, before=None, after=None, limit=EV
     if ascending:
         rows.reverse()
     return rows, more
+
+
+# Filters no index answers: each reads every stored message of the window.
+SCAN_FILTERS = ("contains", "path", "header")
+
+
+def _check_scan_window(window, filters):
+    """BadFilter when a scanning filter is asked of a window longer than
+    EVENT_SCAN_WINDOW_HOURS: the reason names the filter and the limit."""
+    from django.conf import settings
+
+    scanning = [name for name in SCAN_FILTERS if filters.get(name)]
+    hours = settings.EVENT_SCAN_WINDOW_HOURS
+    if scanning and window.seconds > hours * 3600:
+        raise BadFilter(f"the {', '.join(scanning)} filter{'s read' if len(scanning) > 1 else ' reads'} every stored "
+                        f"message of the window: narrow it to at most {hours} h "
+                        f"(this one is {window.seconds / 3600:.0f} h)")
 
 
 def event(ident):

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('collector', '0007_retry_outcomes'),
+        ('collector', '0008_share_links'),
     ]
 
     operations = [

@@ -1,11 +1,15 @@
 """The store's trace tables: spans, trace summaries, per-minute RED rollups and the
 service/operation list. `collector.traces.writer` is their only writer; it keeps the
 summaries, rollups and operations in the same transaction as the spans."""
+from datetime import timedelta
+
+from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 
-__all__ = ["Span", "TraceSummary", "SpanRollup", "SpanOperation", "TraceSettings", "DURATION_BUCKETS_US"]
+__all__ = ["Span", "TraceSummary", "SpanRollup", "SpanOperation", "TraceSettings", "ShareLink",
+           "DURATION_BUCKETS_US"]
 
 # Upper bounds (microseconds) of the RED view's duration histogram; one more bucket
 # holds everything slower. Percentiles are read from these by interpolation.
@@ -115,3 +119,32 @@ class TraceSettings(models.Model):
     @classmethod
     def load(cls):
         return cls.objects.get_or_create(pk=1)[0]
+
+
+class ShareLink(models.Model):
+    """A read-only link to one trace, as issued. The signed token names this row, so a
+    link opens only while its row says so: not revoked, not past its own expiry, and not
+    older than the trace settings' `share_link_max_days` allows now (lowering it also
+    shortens links already issued). The trace's times are kept so that a link to a trace
+    gone by retention can say when it went."""
+
+    trace_id = models.CharField(max_length=32, db_index=True)
+    trace_start = models.DateTimeField()
+    trace_end = models.DateTimeField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+    expires = models.DateTimeField(help_text="The life chosen when it was made.")
+    revoked = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self):
+        return f"Share link {self.pk} to trace {self.trace_id}"
+
+    def ends(self, max_days):
+        """When the link stops working under today's longest allowed life."""
+        return min(self.expires, self.created + timedelta(days=max_days))

@@ -134,13 +134,37 @@ def summary(trace_id):
     return TraceSummary.objects.filter(trace_id=trace_id).first()
 
 
-def spans(trace_id, trace_summary=None):
-    """Every stored span of a trace, by start. The summary bounds the partitions read."""
+def summaries(trace_ids):
+    """{trace id: TraceSummary} of those stored, in one query."""
+    return {found.trace_id: found for found in TraceSummary.objects.filter(trace_id__in=list(trace_ids))}
+
+
+def spans(trace_id, trace_summary=None, after=None, limit=None):
+    """The stored spans of a trace, by (start, span id): every one, or at most `limit`
+    after the (start, span id) `after`. The summary bounds the partitions read."""
     trace_summary = trace_summary or summary(trace_id)
     qs = Span.objects.filter(trace_id=trace_id)
     if trace_summary is not None:
         qs = qs.filter(start__gte=trace_summary.start, start__lte=trace_summary.end)
-    return list(qs.order_by("start", "span_id"))
+    if after is not None:
+        qs = qs.extra(where=["(collector_span.start, collector_span.span_id) > (%s, %s)"], params=list(after))
+    qs = qs.order_by("start", "span_id")
+    return list(qs[:limit] if limit is not None else qs)
+
+
+def spans_of_traces(found_summaries):
+    """{trace id: [spans by start]} for many traces in one query (the Jaeger API's search
+    answers up to 1,500 traces): the summaries' times bound the partitions read."""
+    found_summaries = list(found_summaries)
+    if not found_summaries:
+        return {}
+    start = min(found.start for found in found_summaries)
+    end = max(found.end for found in found_summaries)
+    grouped = {found.trace_id: [] for found in found_summaries}
+    qs = Span.objects.filter(trace_id__in=list(grouped), start__gte=start, start__lte=end)
+    for span in qs.order_by("trace_id", "start", "span_id"):
+        grouped[span.trace_id].append(span)
+    return grouped
 
 
 def pruned(window):

@@ -11,9 +11,12 @@ from datetime import datetime, timedelta, timezone
 from django.http import JsonResponse
 
 from collector.traces import readers
-from dashboard.timewindow import Window
+from dashboard.timewindow import BadWindow, Window, check_span
 
 DEFAULT_LOOKBACK = timedelta(hours=1)
+# Caps on what one request may ask for; over them the answer is 400 with the reason.
+MAX_LIMIT = 1500
+MAX_TRACE_IDS = 100
 KINDS = {"server", "client", "producer", "consumer", "internal"}
 
 
@@ -69,11 +72,15 @@ def traces(request):
 
     params = request.GET
     try:
-        if params.get("traceID"):
-            found = [readers.normalise_trace_id(t) for t in params.getlist("traceID")]
-            return _response([_trace_json(ident) for ident in found if ident and readers.summary(ident)])
+        if params.getlist("traceID"):
+            wanted = params.getlist("traceID")
+            if len(wanted) > MAX_TRACE_IDS:
+                raise readers.BadQuery(f"{len(wanted)} traceID values: at most {MAX_TRACE_IDS} in one request")
+            found = readers.summaries(ident for ident in map(readers.normalise_trace_id, wanted) if ident)
+            return _response(_traces_json(found.values()))
         end = _micros(params, "end") or datetime.now(timezone.utc)
         start = _micros(params, "start") or end - _lookback(params.get("lookback"))
+        check_span(start, end)
         tags = {}
         for raw in params.getlist("tags"):
             raw = raw.strip()
@@ -81,18 +88,27 @@ def traces(request):
                         else readers.parse_tags(raw))
         tags.update(readers.parse_tags(params.getlist("tag")) if params.getlist("tag") else {})
         limit = int(params.get("limit") or 20)
+        if not 1 <= limit <= MAX_LIMIT:
+            raise readers.BadQuery(f"limit={limit}: from 1 to {MAX_LIMIT} traces")
         query = readers.Search(
             service=params.get("service", ""), operation=params.get("operation", ""), tags=tags,
             min_duration_us=readers.parse_duration_us(params.get("minDuration")),
             max_duration_us=readers.parse_duration_us(params.get("maxDuration")),
-            limit=max(1, min(limit, 1500)),
+            limit=limit,
         )
         summaries = readers.search(Window(start, end, None), query)
-    except (readers.BadQuery, ValueError) as error:
+    except (readers.BadQuery, BadWindow, ValueError) as error:
         return _error(400, str(error))
     except OverflowError:  # start = end - lookback before the year 1
         return _error(400, "start, end and lookback must give times between the years 1 and 9999")
-    return _response([_trace_json(s.trace_id, s) for s in summaries])
+    return _response(_traces_json(summaries))
+
+
+def _traces_json(summaries):
+    """Many traces in Jaeger's shape, their spans read in one query."""
+    summaries = list(summaries)
+    spans = readers.spans_of_traces(summaries)
+    return [_trace_json(found.trace_id, found, spans[found.trace_id]) for found in summaries]
 
 
 def _lookback(text):
@@ -137,8 +153,8 @@ def dependencies(request):
 # --- model/json ------------------------------------------------------------------
 
 
-def _trace_json(trace_id, summary=None):
-    spans = readers.spans(trace_id, summary)
+def _trace_json(trace_id, summary=None, spans=None):
+    spans = readers.spans(trace_id, summary) if spans is None else spans
     processes, process_of = {}, {}
     for span in spans:
         key = (span.service, tuple(sorted((k, str(v)) for k, v in span.resource.items())))

@@ -154,16 +154,64 @@ class Waterfall {
     this.root = root;
     this.data = data;
     this.total = Math.max(data.duration_us, 1);
-    this.tree = buildTree(data.spans);
-    this.critical = criticalPath(this.tree);
     this.collapsed = new Set();
     this.colours = new Map();
-    for (const span of data.spans) {
-      if (!this.colours.has(span.service)) this.colours.set(span.service, PALETTE[this.colours.size % PALETTE.length]);
-    }
     this.selected = null;
     this.copyButton = document.querySelector(root.dataset.copySpan || "#copy-span-link");
+    this.indexSpans();
     this.render();
+  }
+
+  indexSpans() {
+    this.tree = buildTree(this.data.spans);
+    this.critical = criticalPath(this.tree);
+    for (const span of this.data.spans) {
+      if (!this.colours.has(span.service)) this.colours.set(span.service, PALETTE[this.colours.size % PALETTE.length]);
+    }
+  }
+
+  /** The page carries a capped number of spans; fetch the next page and add it.
+   * Returns false when it could not. */
+  async loadMore() {
+    const button = this.moreButton;
+    if (!this.data.more || this.loading) return false;
+    this.loading = true;
+    if (button) {
+      button.disabled = true;
+      button.textContent = "Loading…";
+    }
+    try {
+      const response = await fetch(this.data.more, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const page = await response.json();
+      const known = new Set(this.data.spans.map((span) => span.id));
+      for (const span of page.spans) if (!known.has(span.id)) this.data.spans.push(span);
+      this.data.more = page.more;
+      const scroll = this.view.scrollTop;
+      this.indexSpans();
+      this.render();
+      this.view.scrollTop = scroll;
+      this.paint(true);
+      const selected = this.tree.byId.get(this.selected);
+      if (selected) this.showDetails(selected);
+      return true;
+    } catch (error) {
+      if (button) {
+        button.disabled = false;
+        button.textContent = `Load more spans (failed: ${error.message}; try again)`;
+      }
+      return false;
+    } finally {
+      this.loading = false;
+    }
+  }
+
+  /** Select a span a link names, loading further pages of spans until it is found. */
+  async selectLoading(id) {
+    while (!this.select(id, true)) {
+      if (!(await this.loadMore())) return false;
+    }
+    return true;
   }
 
   render() {
@@ -180,8 +228,16 @@ class Waterfall {
       for (const id of this.tree.children.keys()) this.collapsed.add(id);
       this.refresh();
     });
-    const tools = el("div", { class: "wf-tools" }, expand, collapse,
-      el("span", { class: "muted", text: `${this.data.spans.length} spans · black outline: critical path · ! error` }));
+    const total = Math.max(this.data.span_count || 0, this.data.spans.length);
+    const shown = this.data.spans.length < total ? `${this.data.spans.length} of ${total} spans shown` : `${total} spans`;
+    let more = null;
+    if (this.data.more) {
+      more = el("button", { type: "button", class: "wf-more", text: "Load more spans", "data-load-more": "" });
+      more.addEventListener("click", () => this.loadMore());
+    }
+    this.moreButton = more;
+    const tools = el("div", { class: "wf-tools" }, expand, collapse, more,
+      el("span", { class: "muted wf-count", text: `${shown} · black outline: critical path · ! error` }));
     const ticks = el("div", { class: "wf-ticks" });
     for (let i = 0; i <= 4; i++) {
       const tick = el("span", { class: "wf-tick", text: formatMicros((this.total * i) / 4) });
@@ -356,6 +412,9 @@ export function initWaterfall(root) {
   const waterfall = new Waterfall(host, JSON.parse(block.textContent));
   host.waterfall = waterfall;
   const wanted = new URL(window.location.href).searchParams.get("span");
-  if (wanted) waterfall.select(wanted, true);
-  host.dataset.ready = "true";
+  if (wanted) {
+    waterfall.selectLoading(wanted).finally(() => { host.dataset.ready = "true"; });
+  } else {
+    host.dataset.ready = "true";
+  }
 }

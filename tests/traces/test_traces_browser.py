@@ -62,3 +62,24 @@ def test_a_5000_span_trace_renders_only_the_rows_on_screen_and_scrolls_to_a_deep
     page.locator(".wf-view").evaluate("view => { view.scrollTop = view.scrollHeight; }")
     page.wait_for_timeout(100)
     assert page.locator(".wf-row").count() < 150
+
+
+def test_load_more_spans_adds_the_next_page_of_a_trace_past_the_span_cap(live_server, page, charlie, transactional_db):
+    from dashboard.traces.views import SPAN_PAGE
+
+    trace_id = "dd" * 16
+    total = SPAN_PAGE + 150
+    store([span(trace_id, f"{1:016x}", duration=10_000_000)]
+          + [span(trace_id, f"{i:016x}", parent=f"{1:016x}", start=i * 1000, duration=500) for i in range(2, total + 1)])
+    browser_login(page, live_server, "charlie", "charlie-password")
+    page.goto(f"{live_server.url}/traces/{trace_id}/")
+    page.wait_for_selector("#waterfall[data-ready=true]")
+    assert page.locator("#span-cap").is_visible()
+    assert page.locator(".wf-count").inner_text().startswith(f"{SPAN_PAGE} of {total} spans shown")
+    page.click("[data-load-more]")
+    page.locator("[data-load-more]").wait_for(state="detached")
+    assert page.locator(".wf-count").inner_text().startswith(f"{total} spans ·")
+    # The last span, only on the second page, is there to click.
+    page.locator(".wf-view").evaluate("view => { view.scrollTop = view.scrollHeight; }")
+    page.click(f".wf-row[data-span-id='{total:016x}']")
+    assert f"span={total:016x}" in page.url

@@ -162,10 +162,12 @@ def test_a_share_link_stops_working_when_it_expires_or_when_admins_turn_links_of
                                                                                     monkeypatch):
     from collector.models.traces import TraceSettings
 
+    from django.utils import timezone as django_timezone
+
     url = make_share_link(operator_client, T1, expires="1h")
     operator_client.logout()
-    later = time.time() + 3601
-    monkeypatch.setattr(time, "time", lambda: later)
+    later = django_timezone.now() + timedelta(seconds=3601)
+    monkeypatch.setattr(django_timezone, "now", lambda: later)
     assert client.get(url).status_code == 403
     monkeypatch.undo()
     assert client.get(url).status_code == 200
