@@ -5,7 +5,6 @@ The adapter only turns the bus into `RawMessage`s and acks them when told; it kn
 nothing of decoding or storage.
 """
 import asyncio
-import json
 import logging
 import os
 import time
@@ -25,6 +24,8 @@ OBSERVER = os.environ.get("EVENTSCOPE_CONSUMER", "eventscope")
 DELIVER_PREFIX = "_INBOX.eventscope"
 IGNORED_PREFIXES = ("$JS.", "$SYS.", "_INBOX.", "$KV.", "$O.", "$MQTT.")
 DISCOVERY_SECONDS = 10.0
+STREAM_CHANGES = (".STREAM.CREATED.", ".STREAM.DELETED.", ".STREAM.UPDATED.")
+CAPTURED_CACHE = 100_000  # subjects remembered; past it the memory starts again
 
 
 @dataclass(slots=True)
@@ -74,8 +75,11 @@ class NatsAdapter:
         self.js = None
         self.streams = {}
         self.core_seq = time.time_ns() // 1000
-        self.stream_subjects = {}  # core subject -> (a stream stores it, checked at)
-        self.counters = {"slow_consumer": 0, "reconnects": 0}
+        self._captured = {}  # core subject -> whether an observed stream stores it
+        self._advisories = None  # the stream advisory subscription
+        self._refreshing = None  # the discovery a stream advisory started, while it runs
+        self._discovering = asyncio.Lock()
+        self.counters = {"slow_consumer": 0, "reconnects": 0, "core_messages": 0}
         self._tasks = []
 
     async def connect(self, stop):
@@ -118,8 +122,10 @@ class NatsAdapter:
 
     async def start(self):
         await self.discover()
+        # The advisories first: a stream made just before its first publish must be known
+        # (or known to be on its way) when the core tap sees that publish.
+        self._advisories = await self.nc.subscribe("$JS.EVENT.ADVISORY.STREAM.*.>", cb=self._on_stream_advisory)
         await self.nc.subscribe(">", queue="eventscope-tap", cb=self._on_core, pending_bytes_limit=self.pending_bytes)
-        await self.nc.subscribe("$JS.EVENT.ADVISORY.STREAM.*.>", cb=self._on_stream_advisory)
         self._tasks.append(asyncio.create_task(self._rediscover()))
 
     async def _rediscover(self):
@@ -131,12 +137,28 @@ class NatsAdapter:
                 log.warning("stream discovery failed: %s", error)
 
     async def _on_stream_advisory(self, msg):
-        if ".STREAM.CREATED." in msg.subject or ".STREAM.DELETED." in msg.subject or ".STREAM.UPDATED." in msg.subject:
-            self.stream_subjects.clear()
-            await self.discover()
+        if not any(action in msg.subject for action in STREAM_CHANGES):
+            return
+        # Marked before the first await: the core tap, holding a message the server sent
+        # after this advisory, waits for the refresh instead of judging it by old filters.
+        refresh = self._refreshing = asyncio.ensure_future(self.discover())
+        try:
+            await refresh
+        except Exception as error:  # the periodic scan tries again
+            log.warning("stream discovery after %s failed: %s", msg.subject, error)
+        finally:
+            if self._refreshing is refresh:
+                self._refreshing = None
 
     async def discover(self):
-        """Observe every stream: new ones get our durable consumer, deleted ones are dropped."""
+        """Observe every stream: new ones get our durable consumer, deleted ones are dropped,
+        and every stream's subject filters are refreshed."""
+        async with self._discovering:  # advisories and the periodic scan take turns
+            await self._discover()
+        # Which subjects the streams store may have changed: judge each again.
+        self._captured.clear()
+
+    async def _discover(self):
         infos = await self.nc.jsm().streams_info()
         seen = set()
         offset = len(infos)
@@ -198,26 +220,33 @@ class NatsAdapter:
         return any(state.observed and any_match(state.subjects, subject) for state in self.streams.values())
 
     async def _stored_by_a_stream(self, subject):
-        """Whether a stream we observe stores `subject`. A stream made a moment ago may not
-        be discovered yet, so an unknown subject is asked of the server once (and cached),
-        which keeps a stream publish from being stored twice."""
-        if self._stream_captures(subject):
-            return True
-        known = self.stream_subjects.get(subject)
-        if known is not None and time.monotonic() - known[1] < DISCOVERY_SECONDS:
-            return known[0]
-        try:
-            reply = await self.nc.request("$JS.API.STREAM.NAMES", json.dumps({"subject": subject}).encode(), timeout=2)
-            names = json.loads(reply.data).get("streams") or []
-        except (nats.errors.Error, asyncio.TimeoutError, ValueError):
-            names = []
-        if any(name not in self.streams for name in names):
-            await self.discover()
-        captured = any(self.streams.get(name) is not None and self.streams[name].observed for name in names)
-        if len(self.stream_subjects) > 100_000:
-            self.stream_subjects.clear()
-        self.stream_subjects[subject] = (captured, time.monotonic())
+        """Whether a stream we observe stores `subject`, from the streams' subject filters
+        held in memory (no request per subject). A stream made a moment ago is announced
+        by its advisory, which the server sends before it answers the request that made
+        the stream, so before any publish to it: while such an advisory is unread or its
+        refresh runs, the answer waits for it."""
+        if self._advisories is not None and (self._advisories.pending_msgs or self._refreshing is not None):
+            await self._stream_changes_applied()
+        captured = self._captured.get(subject)
+        if captured is None:
+            captured = self._stream_captures(subject)
+            if len(self._captured) >= CAPTURED_CACHE:
+                self._captured.clear()
+            self._captured[subject] = captured
         return captured
+
+    async def _stream_changes_applied(self, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._refreshing is not None:
+                try:
+                    await asyncio.shield(self._refreshing)
+                except Exception:  # logged by the advisory handler
+                    pass
+            elif self._advisories.pending_msgs:
+                await asyncio.sleep(0)  # the advisory's own task reads it
+            else:
+                return
 
     async def _on_stream(self, msg):
         if not msg.reply or not msg.reply.startswith("$JS.ACK."):
@@ -236,6 +265,7 @@ class NatsAdapter:
             return  # a stream publish is stored once, from the stream
         now = datetime.now(timezone.utc)
         self.core_seq += 1
+        self.counters["core_messages"] += 1
         await self.deliver(RawMessage(subject, "", self.core_seq, now, now, msg.headers, msg.data, None))
 
     async def ack(self, messages):
