@@ -24,6 +24,8 @@ OBSERVER = os.environ.get("EVENTSCOPE_CONSUMER", "eventscope")
 DELIVER_PREFIX = "_INBOX.eventscope"
 IGNORED_PREFIXES = ("$JS.", "$SYS.", "_INBOX.", "$KV.", "$O.", "$MQTT.")
 DISCOVERY_SECONDS = 10.0
+HEARTBEAT_SECONDS = 5.0  # the observers' idle heartbeat, which flow control requires
+STALLED = "Nats-Consumer-Stalled"
 STREAM_CHANGES = (".STREAM.CREATED.", ".STREAM.DELETED.", ".STREAM.UPDATED.")
 CAPTURED_CACHE = 100_000  # subjects remembered; past it the memory starts again
 
@@ -203,11 +205,16 @@ class NatsAdapter:
             ack_wait=60,
             max_ack_pending=20000,
             replay_policy=api.ReplayPolicy.INSTANT,
+            # Flow control bounds what is in flight by bytes (the server's window is 32 MB
+            # at most), whatever the size of the messages; it needs heartbeats.
+            flow_control=True,
+            idle_heartbeat=HEARTBEAT_SECONDS,
         )
         try:
             await self.nc.jsm().add_consumer(config.name, consumer)
-        except nats.js.errors.BadRequestError as error:
-            # It exists with other settings (say an older version of ours): keep it and bind.
+        except nats.js.errors.APIError as error:
+            # It exists with other settings (say an older version of ours, without flow
+            # control, which the server cannot add later): keep it and bind.
             log.warning("observer on %s not (re)created: %s", config.name, error)
         state.subscription = await self.nc.subscribe(
             deliver, queue=OBSERVER, cb=self._on_stream, pending_bytes_limit=self.pending_bytes,
@@ -249,8 +256,16 @@ class NatsAdapter:
                 return
 
     async def _on_stream(self, msg):
-        if not msg.reply or not msg.reply.startswith("$JS.ACK."):
-            return  # flow control or heartbeat
+        reply = msg.reply
+        if not reply or not reply.startswith("$JS.ACK."):
+            # Flow control asks whether everything sent before it was taken. This runs in
+            # delivery order, after those messages went into the collector's bounded queue,
+            # so answering now lets the server send more only when there is room. A
+            # heartbeat may name a flow-control request whose answer was lost.
+            answer = reply if reply and reply.startswith("$JS.FC.") else (msg.headers or {}).get(STALLED)
+            if answer:
+                await self.nc.publish(answer, b"")
+            return
         now = datetime.now(timezone.utc)
         stream, seq, ts = parse_ack_subject(msg.reply)
         await self.deliver(RawMessage(msg.subject, stream, seq, ts, now, msg.headers, msg.data, msg.reply))
@@ -273,7 +288,12 @@ class NatsAdapter:
         for message in messages:
             if message.reply:
                 await publish(message.reply, b"")
-        await self.nc.flush()
+        try:
+            await self.nc.flush()
+        except nats.errors.FlushTimeoutError:
+            # The acks are sent; their confirmation waits behind a window of large messages
+            # still being read. An ack that were lost costs a redelivery, stored once.
+            log.warning("acks of %d messages sent but not confirmed in time", len(messages))
 
     async def observer_lag(self):
         """Messages the observers have not yet stored, summed over streams."""
