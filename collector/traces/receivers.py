@@ -4,10 +4,18 @@ Each ``start_*`` coroutine binds, starts serving, and returns a ``Receiver``.
 Decoded spans go to ``sink(spans)``, an async callable; if it raises (the store
 is down), HTTP answers 503 and gRPC UNAVAILABLE so exporters retry later. UDP
 cannot ask for a retry: those spans are counted as lost.
+
+HTTP bodies and gRPC requests (up to 16 MB, tens of seconds of decoding on a busy
+machine) are decoded in threads of the receiver, not on the event loop, which also
+reads and acks the broker's messages. The decoders hold the GIL most of the time, but
+the interpreter hands it to the loop every few milliseconds; only protobuf's own parse
+of a body holds it in one go (a fraction of a second for 16 MB). Agent datagrams
+(64 KB at most) are decoded on the loop.
 """
 import asyncio
 import logging
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
@@ -33,6 +41,15 @@ MAX_BODY = 16 * 1024 * 1024
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 _THRIFT_TYPES = frozenset({"application/x-thrift", "application/vnd.apache.thrift.binary"})
 _RETRY_LATER = "spans could not be stored; retry later"
+DECODE_THREADS = 2  # bodies of one receiver decoded at once; more wait their turn
+
+
+def _decode_threads(name):
+    return ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix=f"decode {name}")
+
+
+async def _off_the_loop(threads, decode, *args):
+    return await asyncio.get_running_loop().run_in_executor(threads, decode, *args)
 
 
 @dataclass
@@ -144,6 +161,7 @@ async def start_jaeger_http(host, port, sink, *, max_body=MAX_BODY):
     """Jaeger collector HTTP: ``POST /api/traces`` with a binary thrift ``Batch``."""
     name = "Jaeger HTTP"
     counters = Counters()
+    threads = _decode_threads(name)
 
     async def post_traces(request):
         counters.payloads += 1
@@ -153,7 +171,7 @@ async def start_jaeger_http(host, port, sink, *, max_body=MAX_BODY):
             return web.Response(status=415, text=text)
         body = await _read_body(request, max_body, counters)
         try:
-            result = decode_jaeger_batch(body, "binary")
+            result = await _off_the_loop(threads, decode_jaeger_batch, body, "binary")
         except SpanDecodeError as exc:
             counters.bad_payloads += 1
             return web.Response(status=400, text=exc.reason)
@@ -164,13 +182,14 @@ async def start_jaeger_http(host, port, sink, *, max_body=MAX_BODY):
         text = "; ".join(result.rejected[:10])
         return web.Response(status=202, text=f"{len(result.rejected)} spans rejected: {text}" if text else "")
 
-    return await _start_http(name, host, port, "/api/traces", post_traces, max_body, counters)
+    return await _start_http(name, host, port, "/api/traces", post_traces, max_body, counters, threads)
 
 
 async def start_otlp_http(host, port, sink, *, max_body=MAX_BODY):
     """OTLP/HTTP: ``POST /v1/traces`` in protobuf or JSON, gzip or not."""
     name = "OTLP/HTTP"
     counters = Counters()
+    threads = _decode_threads(name)
     formats = {
         "application/x-protobuf": (decode_otlp_protobuf, lambda m: m.SerializeToString()),
         "application/json": (decode_otlp_json, lambda m: json_format.MessageToJson(m, indent=None)),
@@ -190,7 +209,7 @@ async def start_otlp_http(host, port, sink, *, max_body=MAX_BODY):
 
         body = await _read_body(request, max_body, counters)
         try:
-            result = decode(body)
+            result = await _off_the_loop(threads, decode, body)
         except SpanDecodeError as exc:
             counters.bad_payloads += 1
             return reply(400, status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=exc.reason))
@@ -200,7 +219,7 @@ async def start_otlp_http(host, port, sink, *, max_body=MAX_BODY):
             return reply(503, status_pb2.Status(code=code_pb2.UNAVAILABLE, message=_RETRY_LATER))
         return reply(200, _export_response(result))
 
-    return await _start_http(name, host, port, "/v1/traces", post_traces, max_body, counters)
+    return await _start_http(name, host, port, "/v1/traces", post_traces, max_body, counters, threads)
 
 
 async def _read_body(request, max_body, counters):
@@ -216,14 +235,26 @@ async def _read_body(request, max_body, counters):
         raise
 
 
-async def _start_http(name, host, port, path, handler, max_body, counters):
+async def _start_http(name, host, port, path, handler, max_body, counters, threads):
     app = web.Application(client_max_size=max_body)
     app.router.add_post(path, handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
-    return Receiver(name, runner.addresses[0][1], counters, runner.cleanup)
+    try:
+        await site.start()
+    except BaseException:
+        threads.shutdown(wait=False)
+        await runner.cleanup()
+        raise
+
+    async def stop():
+        try:
+            await runner.cleanup()
+        finally:
+            threads.shutdown(wait=False, cancel_futures=True)
+
+    return Receiver(name, runner.addresses[0][1], counters, stop)
 
 
 def _export_response(result):
@@ -238,13 +269,14 @@ def _export_response(result):
 
 
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self, sink, counters):
+    def __init__(self, sink, counters, threads):
         self.sink = sink
         self.counters = counters
+        self.threads = threads
 
     async def Export(self, request, context):
         self.counters.payloads += 1
-        result = decode_otlp_request(request)
+        result = await _off_the_loop(self.threads, decode_otlp_request, request)
         try:
             await _deliver("OTLP/gRPC", result, self.sink, self.counters)
         except Exception:
@@ -255,8 +287,20 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
 async def start_otlp_grpc(host, port, sink, *, max_body=MAX_BODY):
     """OTLP/gRPC: ``opentelemetry.proto.collector.trace.v1.TraceService/Export``."""
     counters = Counters()
+    threads = _decode_threads("OTLP/gRPC")
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_body)])
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(sink, counters), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
-    await server.start()
-    return Receiver("OTLP/gRPC", bound, counters, lambda: server.stop(grace=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(sink, counters, threads), server)
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+        await server.start()
+    except BaseException:
+        threads.shutdown(wait=False)
+        raise
+
+    async def stop():
+        try:
+            await server.stop(grace=2)
+        finally:
+            threads.shutdown(wait=False, cancel_futures=True)
+
+    return Receiver("OTLP/gRPC", bound, counters, stop)
