@@ -26,6 +26,9 @@ IGNORED_PREFIXES = ("$JS.", "$SYS.", "_INBOX.", "$KV.", "$O.", "$MQTT.")
 DISCOVERY_SECONDS = 10.0
 HEARTBEAT_SECONDS = 5.0  # the observers' idle heartbeat, which flow control requires
 STALLED = "Nats-Consumer-Stalled"
+# What the core tap may buffer before nats-py drops (and counts) its messages: it also
+# receives a copy of every JetStream delivery, which it only has to look at and drop.
+TAP_PENDING_BYTES = 16 * 1024 * 1024
 STREAM_CHANGES = (".STREAM.CREATED.", ".STREAM.DELETED.", ".STREAM.UPDATED.")
 CAPTURED_CACHE = 100_000  # subjects remembered; past it the memory starts again
 
@@ -73,7 +76,8 @@ class NatsAdapter:
         self.creds = creds
         self.tls_ca = tls_ca
         self.pending_bytes = pending_bytes
-        self.nc = None
+        self.nc = None  # observers, acks, admin calls
+        self.tap_nc = None  # the core tap and the stream advisories
         self.js = None
         self.streams = {}
         self.core_seq = time.time_ns() // 1000
@@ -101,10 +105,15 @@ class NatsAdapter:
         while not stop.is_set():
             try:
                 self.nc = await nats.connect(**options)
+                # The core tap has a connection of its own: it also receives a copy of every
+                # JetStream delivery (ours included), which must not fill the server's buffer
+                # for the connection the observers' flow-controlled messages and acks use.
+                self.tap_nc = await nats.connect(**{**options, "name": "eventscope-collector-tap"})
                 self.js = self.nc.jetstream()
                 log.info("connected to NATS at %s", self.nc.connected_url.netloc if self.nc.connected_url else self.url)
                 return True
             except Exception as error:  # any failure to connect is retried the same way
+                await self.close()
                 log.warning("NATS connect failed (%s); retrying in %.1f s", error, wait)
                 await pause(stop, wait)
                 wait = min(30.0, wait * 2)
@@ -112,7 +121,10 @@ class NatsAdapter:
 
     async def _error(self, error):
         if isinstance(error, nats.errors.SlowConsumerError):
+            # Said once per thousand: a flood of copies on the tap would flood the log too.
             self.counters["slow_consumer"] += 1
+            if self.counters["slow_consumer"] % 1000 != 1:
+                return
         log.warning("NATS: %s", error)
 
     async def _disconnected(self):
@@ -126,8 +138,10 @@ class NatsAdapter:
         await self.discover()
         # The advisories first: a stream made just before its first publish must be known
         # (or known to be on its way) when the core tap sees that publish.
-        self._advisories = await self.nc.subscribe("$JS.EVENT.ADVISORY.STREAM.*.>", cb=self._on_stream_advisory)
-        await self.nc.subscribe(">", queue="eventscope-tap", cb=self._on_core, pending_bytes_limit=self.pending_bytes)
+        # Both on one connection, which keeps the server's order between them.
+        self._advisories = await self.tap_nc.subscribe("$JS.EVENT.ADVISORY.STREAM.*.>", cb=self._on_stream_advisory)
+        await self.tap_nc.subscribe(">", queue="eventscope-tap", cb=self._on_core,
+                                    pending_bytes_limit=TAP_PENDING_BYTES)
         self._tasks.append(asyncio.create_task(self._rediscover()))
 
     async def _rediscover(self):
@@ -311,8 +325,9 @@ class NatsAdapter:
     async def close(self):
         for task in self._tasks:
             task.cancel()
-        if self.nc is not None and not self.nc.is_closed:
-            await self.nc.close()
+        for nc in (self.tap_nc, self.nc):
+            if nc is not None and not nc.is_closed:
+                await nc.close()
 
 
 async def publish(url, subject, headers, data, timeout=5.0):

@@ -154,7 +154,7 @@ def test_a_backlog_of_large_messages_keeps_the_collector_and_its_decode_worker_u
             raise AssertionError(f"the collector and its children reached {peak[0] / MB:.0f} MB")
 
     started = time.monotonic()
-    counts = wait_for_count(private, "BLOBS", 2000, timeout=180, while_waiting=sample)
+    counts = wait_for_count(private, "BLOBS", 2000, timeout=300, while_waiting=sample)
     print(f"\n2,000 messages of 900 KB stored in {time.monotonic() - started:.1f} s; "
           f"peak RSS {peak[0] / MB:.0f} MB (collector and decode worker)")
     assert counts == (2000, 2000)
