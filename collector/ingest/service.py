@@ -247,15 +247,16 @@ class Collector:
         deadline = loop.time() + STOP_GRACE
         await asyncio.wait([reader], timeout=max(0.0, deadline - loop.time()))
         if reader.done() and not any(t.done() for t in writers):
-            for _ in writers:
-                await asyncio.wait([asyncio.ensure_future(decoded.put(None))],
-                                   timeout=max(0.0, deadline - loop.time()))
+            ends = asyncio.ensure_future(asyncio.gather(*(decoded.put(None) for _ in writers)))
+            await asyncio.wait([ends], timeout=max(0.0, deadline - loop.time()))
+            ends.cancel()
         await asyncio.wait(stages, timeout=max(0.0, deadline - loop.time()))
         errors = [t.exception() for t in stages if t.done() and not t.cancelled() and t.exception() is not None]
-        unfinished = [t for t in stages if not t.done()]
-        if unfinished or any(isinstance(error, Abandoned) for error in errors):
-            log.warning("stopped with batches unfinished (database or a hook stuck or down); "
-                        "they stay unacked and will be redelivered")
+        if any(isinstance(error, Abandoned) for error in errors):
+            log.warning("stopped while the database was down; the last batch will be redelivered")
+        elif any(not t.done() for t in stages):
+            log.warning("stopped with batches unfinished after %.0f s (database or a hook stuck); "
+                        "they stay unacked and will be redelivered", STOP_GRACE)
         for error in errors:
             if not isinstance(error, Abandoned):
                 raise error
