@@ -12,6 +12,7 @@ import requests
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 
+from collector.traces.otlp import decode_otlp_protobuf
 from tests.traces.test_traces_ingest import HOST, SpanCollector
 
 pytestmark = pytest.mark.slow
@@ -108,6 +109,9 @@ def test_event_acks_keep_flowing_while_a_16_mb_otlp_body_decodes(spans_beside_ev
     asyncio.run(create())
     span_collector.wait_until_observing(stream)
     body = big_otlp_body()
+    started = time.monotonic()
+    assert len(decode_otlp_protobuf(body).spans) > 1000
+    decoding = time.monotonic() - started  # what the receiver does with it, timed here
     watch = AckWatch(nats_url, stream, subject)
     watch.start()
     time.sleep(1)
@@ -123,6 +127,7 @@ def test_event_acks_keep_flowing_while_a_16_mb_otlp_body_decodes(spans_beside_ev
     assert all(seq in watch.acked for seq in during), "a message published meanwhile was never acked"
     waits = [watch.acked[seq] - watch.published[seq] for seq in during]
     took = answered - posted
-    print(f"\n{len(body) / 2**20:.1f} MB body handled in {took:.1f} s; {len(during)} events published "
-          f"meanwhile, acked after {max(waits):.2f} s at most")
-    assert max(waits) < max(1.0, took / 4), f"an event waited {max(waits):.1f} s for its ack"
+    print(f"\n{len(body) / 2**20:.1f} MB body: decoded in {decoding:.1f} s, handled in {took:.1f} s; "
+          f"{len(during)} events published meanwhile, acked after {max(waits):.2f} s at most")
+    # Decoded on the loop, an event published meanwhile waits for the whole decode.
+    assert max(waits) < decoding / 2, f"an event waited {max(waits):.1f} s for its ack"
