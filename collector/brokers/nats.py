@@ -306,7 +306,7 @@ class NatsAdapter:
             await self.nc.flush()
         except nats.errors.FlushTimeoutError:
             # The acks are sent; their confirmation waits behind a window of large messages
-            # still being read. An ack that were lost costs a redelivery, stored once.
+            # still being read. A lost ack costs a redelivery, stored once.
             log.warning("acks of %d messages sent but not confirmed in time", len(messages))
 
     async def observer_lag(self):
