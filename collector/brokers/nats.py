@@ -15,7 +15,7 @@ import nats
 from nats.js import api
 from nats.js.errors import NotFoundError
 
-from collector.ingest.subjects import any_match
+from collector.ingest.subjects import PatternSet
 from collector.waits import pause
 
 log = logging.getLogger("eventscope.nats")
@@ -81,6 +81,7 @@ class NatsAdapter:
         self.js = None
         self.streams = {}
         self.core_seq = time.time_ns() // 1000
+        self._filters = PatternSet()  # the subject filters of every stream we observe
         self._captured = {}  # core subject -> whether an observed stream stores it
         self._advisories = None  # the stream advisory subscription
         self._refreshing = None  # the discovery a stream advisory started, while it runs
@@ -172,6 +173,7 @@ class NatsAdapter:
         async with self._discovering:  # advisories and the periodic scan take turns
             await self._discover()
         # Which subjects the streams store may have changed: judge each again.
+        self._filters = PatternSet(p for state in self.streams.values() if state.observed for p in state.subjects)
         self._captured.clear()
 
     async def _discover(self):
@@ -238,7 +240,7 @@ class NatsAdapter:
         log.info("observing stream %s (%s retention)", config.name, retention)
 
     def _stream_captures(self, subject):
-        return any(state.observed and any_match(state.subjects, subject) for state in self.streams.values())
+        return self._filters.matches(subject)
 
     async def _stored_by_a_stream(self, subject):
         """Whether a stream we observe stores `subject`, from the streams' subject filters

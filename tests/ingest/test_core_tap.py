@@ -92,3 +92,16 @@ def test_a_stream_created_just_before_its_first_publish_stores_its_messages_once
         rows = Event.objects.filter(subject=f"{stream.lower()}.created")
         assert sorted(rows.values_list("stream", "seq")) == [(stream, n) for n in range(1, 6)]
     running.stop()
+
+
+def test_unit_a_pattern_set_answers_as_trying_each_pattern_would():
+    """Unit test: the tap's set of stream filters (exact subjects, `*`, `>`) gives the same
+    answer as matching the subject against every pattern in turn."""
+    from collector.ingest.subjects import PatternSet, any_match
+
+    patterns = ["orders.>", "a.*.c", "*.x", "exact.one", "b.*", "b.>", ">"]
+    subjects = ["orders", "orders.a", "orders.a.b", "a.b.c", "a.b", "q.x", "x", "exact.one", "exact.two",
+                "b", "b.c", "b.c.d", "z.y.x"]
+    for chosen in ([], patterns[:1], patterns[1:3], patterns[3:6], patterns[:6], patterns):
+        found = PatternSet(chosen)
+        assert [found.matches(s) for s in subjects] == [any_match(chosen, s) for s in subjects], chosen
