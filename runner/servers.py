@@ -18,12 +18,15 @@ import time
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
+# Loaded here, once: `die_with_parent` runs between fork and exec while the parent's
+# relay threads run, where loading a library (dlopen takes locks) can deadlock.
+_prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
 
 
 def die_with_parent():
-    """preexec_fn: ask the kernel to send SIGTERM when our parent goes away."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    """preexec_fn: ask the kernel to send SIGTERM when our parent goes away. Only calls
+    prctl: nothing is loaded or allocated after the fork."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def port_is_free(port, host="127.0.0.1", kind="tcp"):

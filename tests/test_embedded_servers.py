@@ -135,3 +135,20 @@ def test_servers_die_with_the_process_that_started_them(folder):
         time.sleep(0.1)
     status = Path(f"/proc/{child_pid}/status")
     assert not status.exists() or "State:\tZ" in status.read_text()
+
+
+def test_unit_die_with_parent_only_calls_prctl_and_loads_no_library(monkeypatch):
+    """Unit test: `die_with_parent` runs as preexec_fn, between fork and exec, while the
+    parent's relay threads run; loading a library there can deadlock, so libc is loaded
+    once at import and the function only calls prctl."""
+    import ctypes
+
+    def loading(*args, **kwargs):
+        raise AssertionError("a library is loaded between fork and exec")
+
+    calls = []
+    monkeypatch.setattr(ctypes, "CDLL", loading)
+    monkeypatch.setattr(ctypes.cdll, "LoadLibrary", loading)
+    monkeypatch.setattr(servers, "_prctl", lambda *args: calls.append(args) or 0, raising=False)
+    servers.die_with_parent()
+    assert calls == [(servers.PR_SET_PDEATHSIG, signal.SIGTERM)]

@@ -5,7 +5,6 @@ The adapter only turns the bus into `RawMessage`s and acks them when told; it kn
 nothing of decoding or storage.
 """
 import asyncio
-import json
 import logging
 import os
 import time
@@ -16,7 +15,7 @@ import nats
 from nats.js import api
 from nats.js.errors import NotFoundError
 
-from collector.ingest.subjects import any_match
+from collector.ingest.subjects import PatternSet
 from collector.secrets import redact_text, redact_url
 from collector.waits import pause
 
@@ -27,6 +26,13 @@ OBSERVER = os.environ.get("EVENTSCOPE_CONSUMER", "").strip() or "eventscope"
 DELIVER_PREFIX = "_INBOX.eventscope"
 IGNORED_PREFIXES = ("$JS.", "$SYS.", "_INBOX.", "$KV.", "$O.", "$MQTT.")
 DISCOVERY_SECONDS = 10.0
+HEARTBEAT_SECONDS = 5.0  # the observers' idle heartbeat, which flow control requires
+STALLED = "Nats-Consumer-Stalled"
+# What the core tap may buffer before nats-py drops (and counts) its messages: it also
+# receives a copy of every JetStream delivery, which it only has to look at and drop.
+TAP_PENDING_BYTES = 16 * 1024 * 1024
+STREAM_CHANGES = (".STREAM.CREATED.", ".STREAM.DELETED.", ".STREAM.UPDATED.")
+CAPTURED_CACHE = 100_000  # subjects remembered; past it the memory starts again
 
 
 @dataclass(slots=True)
@@ -72,12 +78,17 @@ class NatsAdapter:
         self.creds = creds
         self.tls_ca = tls_ca
         self.pending_bytes = pending_bytes
-        self.nc = None
+        self.nc = None  # observers, acks, admin calls
+        self.tap_nc = None  # the core tap and the stream advisories
         self.js = None
         self.streams = {}
         self.core_seq = time.time_ns() // 1000
-        self.stream_subjects = {}  # core subject -> (a stream stores it, checked at)
-        self.counters = {"slow_consumer": 0, "reconnects": 0}
+        self._filters = PatternSet()  # the subject filters of every stream we observe
+        self._captured = {}  # core subject -> whether an observed stream stores it
+        self._advisories = None  # the stream advisory subscription
+        self._refreshing = None  # the discovery a stream advisory started, while it runs
+        self._discovering = asyncio.Lock()
+        self.counters = {"slow_consumer": 0, "reconnects": 0, "core_messages": 0}
         self._tasks = []
 
     async def connect(self, stop):
@@ -97,11 +108,16 @@ class NatsAdapter:
         while not stop.is_set():
             try:
                 self.nc = await nats.connect(**options)
+                # The core tap has a connection of its own: it also receives a copy of every
+                # JetStream delivery (ours included), which must not fill the server's buffer
+                # for the connection the observers' flow-controlled messages and acks use.
+                self.tap_nc = await nats.connect(**{**options, "name": "eventscope-collector-tap"})
                 self.js = self.nc.jetstream()
                 connected = self.nc.connected_url.geturl() if self.nc.connected_url else self.url
                 log.info("connected to NATS at %s", redact_url(connected))
                 return True
             except Exception as error:  # any failure to connect is retried the same way
+                await self.close()
                 log.warning("NATS connect failed (%s); retrying in %.1f s", redact_text(str(error)), wait)
                 await pause(stop, wait)
                 wait = min(30.0, wait * 2)
@@ -109,7 +125,10 @@ class NatsAdapter:
 
     async def _error(self, error):
         if isinstance(error, nats.errors.SlowConsumerError):
+            # Said once per thousand: a flood of copies on the tap would flood the log too.
             self.counters["slow_consumer"] += 1
+            if self.counters["slow_consumer"] % 1000 != 1:
+                return
         log.warning("NATS: %s", error)
 
     async def _disconnected(self):
@@ -121,8 +140,12 @@ class NatsAdapter:
 
     async def start(self):
         await self.discover()
-        await self.nc.subscribe(">", queue="eventscope-tap", cb=self._on_core, pending_bytes_limit=self.pending_bytes)
-        await self.nc.subscribe("$JS.EVENT.ADVISORY.STREAM.*.>", cb=self._on_stream_advisory)
+        # The advisories first: a stream made just before its first publish must be known
+        # (or known to be on its way) when the core tap sees that publish.
+        # Both on one connection, which keeps the server's order between them.
+        self._advisories = await self.tap_nc.subscribe("$JS.EVENT.ADVISORY.STREAM.*.>", cb=self._on_stream_advisory)
+        await self.tap_nc.subscribe(">", queue="eventscope-tap", cb=self._on_core,
+                                    pending_bytes_limit=TAP_PENDING_BYTES)
         self._tasks.append(asyncio.create_task(self._rediscover()))
 
     async def _rediscover(self):
@@ -134,12 +157,29 @@ class NatsAdapter:
                 log.warning("stream discovery failed: %s", error)
 
     async def _on_stream_advisory(self, msg):
-        if ".STREAM.CREATED." in msg.subject or ".STREAM.DELETED." in msg.subject or ".STREAM.UPDATED." in msg.subject:
-            self.stream_subjects.clear()
-            await self.discover()
+        if not any(action in msg.subject for action in STREAM_CHANGES):
+            return
+        # Marked before the first await: the core tap, holding a message the server sent
+        # after this advisory, waits for the refresh instead of judging it by old filters.
+        refresh = self._refreshing = asyncio.ensure_future(self.discover())
+        try:
+            await refresh
+        except Exception as error:  # the periodic scan tries again
+            log.warning("stream discovery after %s failed: %s", msg.subject, error)
+        finally:
+            if self._refreshing is refresh:
+                self._refreshing = None
 
     async def discover(self):
-        """Observe every stream: new ones get our durable consumer, deleted ones are dropped."""
+        """Observe every stream: new ones get our durable consumer, deleted ones are dropped,
+        and every stream's subject filters are refreshed."""
+        async with self._discovering:  # advisories and the periodic scan take turns
+            await self._discover()
+        # Which subjects the streams store may have changed: judge each again.
+        self._filters = PatternSet(p for state in self.streams.values() if state.observed for p in state.subjects)
+        self._captured.clear()
+
+    async def _discover(self):
         infos = await self.nc.jsm().streams_info()
         seen = set()
         offset = len(infos)
@@ -184,11 +224,16 @@ class NatsAdapter:
             ack_wait=60,
             max_ack_pending=20000,
             replay_policy=api.ReplayPolicy.INSTANT,
+            # Flow control bounds what is in flight by bytes (the server's window is 32 MB
+            # at most), whatever the size of the messages; it needs heartbeats.
+            flow_control=True,
+            idle_heartbeat=HEARTBEAT_SECONDS,
         )
         try:
             await self.nc.jsm().add_consumer(config.name, consumer)
-        except nats.js.errors.BadRequestError as error:
-            # It exists with other settings (say an older version of ours): keep it and bind.
+        except nats.js.errors.APIError as error:
+            # It exists with other settings (say an older version of ours, without flow
+            # control, which the server cannot add later): keep it and bind.
             log.warning("observer on %s not (re)created: %s", config.name, error)
         state.subscription = await self.nc.subscribe(
             deliver, queue=OBSERVER, cb=self._on_stream, pending_bytes_limit=self.pending_bytes,
@@ -198,33 +243,48 @@ class NatsAdapter:
         log.info("observing stream %s (%s retention)", config.name, retention)
 
     def _stream_captures(self, subject):
-        return any(state.observed and any_match(state.subjects, subject) for state in self.streams.values())
+        return self._filters.matches(subject)
 
     async def _stored_by_a_stream(self, subject):
-        """Whether a stream we observe stores `subject`. A stream made a moment ago may not
-        be discovered yet, so an unknown subject is asked of the server once (and cached),
-        which keeps a stream publish from being stored twice."""
-        if self._stream_captures(subject):
-            return True
-        known = self.stream_subjects.get(subject)
-        if known is not None and time.monotonic() - known[1] < DISCOVERY_SECONDS:
-            return known[0]
-        try:
-            reply = await self.nc.request("$JS.API.STREAM.NAMES", json.dumps({"subject": subject}).encode(), timeout=2)
-            names = json.loads(reply.data).get("streams") or []
-        except (nats.errors.Error, asyncio.TimeoutError, ValueError):
-            names = []
-        if any(name not in self.streams for name in names):
-            await self.discover()
-        captured = any(self.streams.get(name) is not None and self.streams[name].observed for name in names)
-        if len(self.stream_subjects) > 100_000:
-            self.stream_subjects.clear()
-        self.stream_subjects[subject] = (captured, time.monotonic())
+        """Whether a stream we observe stores `subject`, from the streams' subject filters
+        held in memory (no request per subject). A stream made a moment ago is announced
+        by its advisory, which the server sends before it answers the request that made
+        the stream, so before any publish to it: while such an advisory is unread or its
+        refresh runs, the answer waits for it."""
+        if self._advisories is not None and (self._advisories.pending_msgs or self._refreshing is not None):
+            await self._stream_changes_applied()
+        captured = self._captured.get(subject)
+        if captured is None:
+            captured = self._stream_captures(subject)
+            if len(self._captured) >= CAPTURED_CACHE:
+                self._captured.clear()
+            self._captured[subject] = captured
         return captured
 
+    async def _stream_changes_applied(self, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._refreshing is not None:
+                try:
+                    await asyncio.shield(self._refreshing)
+                except Exception:  # logged by the advisory handler
+                    pass
+            elif self._advisories.pending_msgs:
+                await asyncio.sleep(0)  # the advisory's own task reads it
+            else:
+                return
+
     async def _on_stream(self, msg):
-        if not msg.reply or not msg.reply.startswith("$JS.ACK."):
-            return  # flow control or heartbeat
+        reply = msg.reply
+        if not reply or not reply.startswith("$JS.ACK."):
+            # Flow control asks whether everything sent before it was taken. This runs in
+            # delivery order, after those messages went into the collector's bounded queue,
+            # so answering now lets the server send more only when there is room. A
+            # heartbeat may name a flow-control request whose answer was lost.
+            answer = reply if reply and reply.startswith("$JS.FC.") else (msg.headers or {}).get(STALLED)
+            if answer:
+                await self.nc.publish(answer, b"")
+            return
         now = datetime.now(timezone.utc)
         stream, seq, ts = parse_ack_subject(msg.reply)
         await self.deliver(RawMessage(msg.subject, stream, seq, ts, now, msg.headers, msg.data, msg.reply))
@@ -239,6 +299,7 @@ class NatsAdapter:
             return  # a stream publish is stored once, from the stream
         now = datetime.now(timezone.utc)
         self.core_seq += 1
+        self.counters["core_messages"] += 1
         await self.deliver(RawMessage(subject, "", self.core_seq, now, now, msg.headers, msg.data, None))
 
     async def ack(self, messages):
@@ -246,7 +307,12 @@ class NatsAdapter:
         for message in messages:
             if message.reply:
                 await publish(message.reply, b"")
-        await self.nc.flush()
+        try:
+            await self.nc.flush()
+        except nats.errors.FlushTimeoutError:
+            # The acks are sent; their confirmation waits behind a window of large messages
+            # still being read. A lost ack costs a redelivery, stored once.
+            log.warning("acks of %d messages sent but not confirmed in time", len(messages))
 
     async def observer_progress(self):
         """{stream: (ack floor, messages pending)} of each observer consumer: the floor is the
@@ -267,8 +333,9 @@ class NatsAdapter:
     async def close(self):
         for task in self._tasks:
             task.cancel()
-        if self.nc is not None and not self.nc.is_closed:
-            await self.nc.close()
+        for nc in (self.tap_nc, self.nc):
+            if nc is not None and not nc.is_closed:
+                await nc.close()
 
 
 def secured_options(url):

@@ -1,9 +1,31 @@
 """Decoding in worker processes, so it runs on another core than the event loop that
-reads the broker and writes the database (decoding is pure: bytes in, fields out)."""
+reads the broker and writes the database (decoding is pure: bytes in, fields out).
+
+The workers never outlive the collector: the pool is shut down on every way out of its
+loop, and each worker asks the kernel to kill it when the collector dies (SIGKILL
+included), since a worker blocked on its task queue would otherwise wait forever.
+"""
+import ctypes
 import multiprocessing
+import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 
 from collector import decoders
+
+PR_SET_PDEATHSIG = 1
+try:  # loaded once, at import: nothing is loaded in a process that just started
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: the pool's shutdown is all there is
+    _prctl = None
+
+
+def die_with(parent_pid):
+    """Worker initializer: end with the collector (its parent), however it ends."""
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        os._exit(0)  # the collector died before the request took effect
 
 
 def decode_many(rulebook, items):
@@ -15,5 +37,8 @@ def decode_many(rulebook, items):
 def make_pool(workers):
     if workers <= 0:
         return None
-    # forkserver: workers start from a small clean process, not a copy of the collector.
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
+    # spawn: workers start from a fresh interpreter (not a copy of the collector) and are
+    # the collector's own children, so their parent-death signal is tied to it (a
+    # forkserver would be their parent, and it outlives a killed collector).
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=die_with, initargs=(os.getpid(),))

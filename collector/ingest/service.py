@@ -4,11 +4,18 @@ store writer turn them into rows, and only a committed batch is acked.
     broker ──▶ queue ──▶ batch ──▶ decode ──▶ COPY + merge ──▶ commit ──▶ ack
 
 If the database is down the batch is retried with growing waits and nothing is acked,
-so the broker keeps (and later redelivers) every message; the bounded queue and the
-consumer's max_ack_pending keep memory flat however large the backlog. A row the
-database refuses is stored again with less (never retried as it was), so one bad
-message never holds back its batch. Messages older than the event retention are
-counted as expired and acked without being stored (a stream backfilled from its start).
+so the broker keeps (and later redelivers) every message. A row the database refuses is
+stored again with less (never retried as it was), so one bad message never holds back its
+batch. Messages older than the event retention are counted as expired and acked without
+being stored (a stream backfilled from its start). Memory stays flat however
+large the backlog or its messages: the queue holds at most QUEUE_MAX messages and
+QUEUE_BYTES of payload, counted until each batch is acked; a batch takes at most
+BATCH_MAX messages and BATCH_BYTES; the broker's flow control and max_ack_pending hold
+the rest back.
+
+A stop (SIGTERM) finishes the batches in hand if the database takes them within
+STOP_GRACE seconds; else they stay unacked (the broker redelivers them) and the process
+ends anyway, every clean-up step bounded in time.
 """
 import asyncio
 import logging
@@ -28,6 +35,7 @@ from collector.db import WriterConnection, is_outage
 from collector.events import writer as store
 from collector.events.retention import expiry, prune
 from collector.ingest import decodepool
+from collector.ingest.bounded import MessageQueue
 from collector.ingest.faults import Faults
 from collector.ingest.metrics import Metrics
 from collector.ingest.rulebook import RuleBook
@@ -39,8 +47,12 @@ from collector.waits import pause
 log = logging.getLogger("eventscope.collector")
 
 BATCH_MAX = 5000
+BATCH_BYTES = 16 * 1024 * 1024  # payload of one batch (one larger message still goes alone)
 BATCH_WAIT = 0.05  # seconds to wait for a batch to fill once its first message arrived
 QUEUE_MAX = 20000
+QUEUE_BYTES = 64 * 1024 * 1024  # payload held at once: queued, or in a batch not yet acked
+STOP_GRACE = 3.0  # seconds a stop waits for the batches in hand
+CLOSE_TIMEOUT = 2.0  # seconds each clean-up step may take once stopping
 WRITERS = 2
 HEARTBEAT_SECONDS = 5.0
 
@@ -58,9 +70,12 @@ class Collector:
         self.max_payload = max_payload
         self.metrics = metrics or Metrics()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
-        self.queue = asyncio.Queue(QUEUE_MAX)
+        self.queue = MessageQueue(QUEUE_MAX, QUEUE_BYTES)
         self.links = [WriterConnection(store.prepare, EVENTS) for _ in range(WRITERS)]
-        self.adapter = NatsAdapter(broker.url, self.queue.put, settings.NATS_CREDS, settings.NATS_TLS_CA)
+        # nats-py buffers at most what the queue holds, per subscription: a stream's flow
+        # control window (32 MB at most) always fits, so nothing it sends is dropped.
+        self.adapter = NatsAdapter(broker.url, self.queue.put, settings.NATS_CREDS, settings.NATS_TLS_CA,
+                                   pending_bytes=QUEUE_BYTES)
         self.started = datetime.now(timezone.utc)
         self.stop = asyncio.Event()
         self.listening = False  # subscribed to everything it taps
@@ -195,7 +210,7 @@ class Collector:
                     raise Abandoned() from error
                 log.warning("database write failed (%s); retrying in %.2f s, nothing acked", error, wait)
                 await link.close()
-                await asyncio.sleep(wait)
+                await pause(self.stop, wait)
                 wait = min(5.0, wait * 2)
 
     async def _write_one_by_one(self, rows, link):
@@ -207,20 +222,27 @@ class Collector:
         return inserted
 
     async def next_batch(self):
+        """Up to BATCH_MAX messages and BATCH_BYTES of payload, waiting BATCH_WAIT at most
+        for it to fill once the first message is in."""
         first = await self.queue.get()
         batch = [first]
-        deadline = asyncio.get_running_loop().time() + BATCH_WAIT
+        size = len(first.data or b"")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BATCH_WAIT
         while len(batch) < BATCH_MAX:
-            try:
-                batch.append(self.queue.get_nowait())
+            if not self.queue.empty():
+                if size + self.queue.peek_size() > BATCH_BYTES:
+                    break
+                message = self.queue.get_nowait()
+                batch.append(message)
+                size += len(message.data or b"")
                 continue
-            except asyncio.QueueEmpty:
-                pass
-            remaining = deadline - asyncio.get_running_loop().time()
+            remaining = deadline - loop.time()
             if remaining <= 0:
                 break
             try:
-                batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                # Waits without taking, so a timeout never loses a message.
+                await asyncio.wait_for(self.queue.wait_not_empty(), remaining)
             except asyncio.TimeoutError:
                 break
         self.metrics.received.inc(len(batch))
@@ -232,53 +254,88 @@ class Collector:
         """Two stages, so decoding the next batch overlaps the database writing this one:
         the reader takes and decodes batches, the writers commit them and ack."""
         self.stop = stop
-        if not await self.adapter.connect(stop):
-            return
+        tasks = []
         try:
-            self.retention_days = await database_sync_to_async(_event_retention_days)()
-        except Exception as error:  # the heartbeat reads it again every few seconds
-            log.warning("event retention not read (%s); messages are stored whatever their age until it is", error)
-        await self.adapter.start()
-        extensions = [asyncio.create_task(self._extension(start, stop)) for start in self.extensions]
-        self.listening = True
-        decoded = asyncio.Queue(maxsize=3)
-        beat = asyncio.create_task(self._heartbeat(stop))
-        # Several writers, each with its connection: one copies its batch in while the
-        # database merges another's. Acks are per message, so their order does not matter.
-        writers = [asyncio.create_task(self._write_loop(decoded, link)) for link in self.links]
-        writer = asyncio.gather(*writers)
-        try:
-            while not stop.is_set() and not writer.done():
-                getter = asyncio.create_task(self.next_batch())
-                stopper = asyncio.create_task(stop.wait())
-                done, _ = await asyncio.wait({getter, stopper, writer}, return_when=asyncio.FIRST_COMPLETED)
-                stopper.cancel()
-                if getter not in done:
-                    getter.cancel()
-                    break
-                batch = getter.result()
-                await decoded.put((batch, await self.decode_batch_elsewhere(batch)))
-            # Batches in hand are finished even when a stop arrives meanwhile.
-            if not writer.done():
-                for _ in writers:
-                    await decoded.put(None)
-            await writer
-        except Abandoned:
-            log.warning("stopped while the database was down; the last batch will be redelivered")
+            if not await self.adapter.connect(stop):
+                return
+            try:
+                self.retention_days = await database_sync_to_async(_event_retention_days)()
+            except Exception as error:  # the heartbeat reads it again every few seconds
+                log.warning("event retention not read (%s); messages are stored whatever their age until it is",
+                            error)
+            await self.adapter.start()
+            tasks += [asyncio.create_task(self._extension(start, stop)) for start in self.extensions]
+            self.listening = True
+            tasks.append(asyncio.create_task(self._heartbeat(stop)))
+            decoded = asyncio.Queue(maxsize=3)
+            # Several writers, each with its connection: one copies its batch in while the
+            # database merges another's. Acks are per message, so their order does not matter.
+            writers = [asyncio.create_task(self._write_loop(decoded, link)) for link in self.links]
+            reader = asyncio.create_task(self._read_loop(decoded, stop))
+            stopper = asyncio.create_task(stop.wait())
+            tasks += [*writers, reader, stopper]
+            await asyncio.wait([stopper, reader, *writers], return_when=asyncio.FIRST_COMPLETED)
+            await self._finish(reader, writers, decoded)
         finally:
-            beat.cancel()
-            writer.cancel()
-            for task in extensions:
+            await self._close(tasks)
+
+    async def _read_loop(self, decoded, stop):
+        while not stop.is_set():
+            getter = asyncio.create_task(self.next_batch())
+            stopper = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if getter not in done:
+                getter.cancel()  # messages not yet in a batch stay unacked on the broker
+                return
+            batch = getter.result()
+            await decoded.put((batch, await self.decode_batch_elsewhere(batch)))
+
+    async def _finish(self, reader, writers, decoded):
+        """After a stop: the batch being decoded is handed over and the batches in hand are
+        committed and acked, if that takes less than STOP_GRACE; what is left unfinished
+        stays unacked and the broker redelivers it. A reader or writer that failed
+        before any stop ends the run with its error."""
+        stages = [reader, *writers]
+        failed = [t for t in stages if t.done() and not t.cancelled() and t.exception() is not None]
+        if failed and not self.stop.is_set():
+            if not isinstance(failed[0].exception(), Abandoned):
+                raise failed[0].exception()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_GRACE
+        await asyncio.wait([reader], timeout=max(0.0, deadline - loop.time()))
+        if reader.done() and not any(t.done() for t in writers):
+            ends = asyncio.ensure_future(asyncio.gather(*(decoded.put(None) for _ in writers)))
+            await asyncio.wait([ends], timeout=max(0.0, deadline - loop.time()))
+            ends.cancel()
+        await asyncio.wait(stages, timeout=max(0.0, deadline - loop.time()))
+        errors = [t.exception() for t in stages if t.done() and not t.cancelled() and t.exception() is not None]
+        if any(isinstance(error, Abandoned) for error in errors):
+            log.warning("stopped while the database was down; the last batch will be redelivered")
+        elif any(not t.done() for t in stages):
+            log.warning("stopped with batches unfinished after %.0f s (database or a hook stuck); "
+                        "they stay unacked and will be redelivered", STOP_GRACE)
+        for error in errors:
+            if not isinstance(error, Abandoned):
+                raise error
+
+    async def _close(self, tasks):
+        """Every step bounded in time, so a stuck database or hook never holds the exit."""
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
+            for task in pending:
+                # psycopg answers a first cancel by cancelling the query on the server and
+                # waiting for it; a stuck server never answers, a second cancel gets through.
                 task.cancel()
-            # Let the extensions close their sockets before the process goes on.
-            await asyncio.gather(*extensions, return_exceptions=True)
-            if self.decode_pool is not None:
-                self.decode_pool.shutdown(cancel_futures=True)
-            await self.adapter.close()
-            for link in self.links:
-                await link.close()
-            await database_sync_to_async(self.forget_heartbeat)()
-            await database_sync_to_async(_close_django_connections)()
+        if self.decode_pool is not None:
+            self.decode_pool.shutdown(wait=False, cancel_futures=True)
+        await _bounded(self.adapter.close(), "closing the NATS connection")
+        for link in self.links:
+            await _bounded(link.close(), "closing a database connection")
+        await _bounded(database_sync_to_async(self.forget_heartbeat)(), "removing the heartbeat")
+        await _bounded(database_sync_to_async(_close_django_connections)(), "closing Django's connections")
 
     async def _extension(self, start, stop):
         try:
@@ -294,6 +351,7 @@ class Collector:
             if item is None:
                 return
             await self.commit_batch(*item, link=link)
+            self.queue.release(item[0])
 
     async def _heartbeat(self, stop):
         while not stop.is_set():
@@ -357,6 +415,17 @@ def _event_retention_days():
     from collector.models import RuntimeSettings
 
     return RuntimeSettings.load().event_retention_days
+
+
+async def _bounded(awaitable, what, timeout=CLOSE_TIMEOUT):
+    """Await a clean-up step for `timeout` seconds at most; a step that hangs is left."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait([task], timeout=timeout)
+    if not done:
+        task.cancel()
+        log.warning("%s took more than %.0f s; going on without it", what, timeout)
+    elif not task.cancelled() and task.exception() is not None:
+        log.warning("%s failed: %s", what, task.exception())
 
 
 def _close_django_connections():

@@ -11,6 +11,13 @@ exporters can send it: OTLP/HTTP as ``Authorization: Bearer <token>`` and OTLP/g
 HTTP as HTTP Basic with the token as the password (the Jaeger exporter's ``username`` and
 ``password``, the only credentials it sends). A missing or wrong one gets 401 or
 UNAUTHENTICATED and is counted. UDP datagrams carry no credentials at all.
+
+HTTP bodies and gRPC requests (up to 16 MB, tens of seconds of decoding on a busy
+machine) are decoded in threads of the receiver, not on the event loop, which also
+reads and acks the broker's messages. The decoders hold the GIL most of the time, but
+the interpreter hands it to the loop every few milliseconds; only protobuf's own parse
+of a body holds it in one go (a fraction of a second for 16 MB). Agent datagrams
+(64 KB at most) are decoded on the loop.
 """
 import asyncio
 import base64
@@ -18,6 +25,7 @@ import binascii
 import hmac
 import logging
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 
 import grpc
@@ -43,6 +51,15 @@ MAX_BODY = 16 * 1024 * 1024
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 _THRIFT_TYPES = frozenset({"application/x-thrift", "application/vnd.apache.thrift.binary"})
 _RETRY_LATER = "spans could not be stored; retry later"
+DECODE_THREADS = 2  # bodies of one receiver decoded at once; more wait their turn
+
+
+def _decode_threads(name):
+    return ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix=f"decode {name}")
+
+
+async def _off_the_loop(threads, decode, *args):
+    return await asyncio.get_running_loop().run_in_executor(threads, decode, *args)
 
 
 @dataclass
@@ -191,6 +208,7 @@ async def start_jaeger_http(host, port, sink, *, max_body=MAX_BODY, token=None):
     name = "Jaeger HTTP"
     counters = Counters()
     check = TokenCheck(token)
+    threads = _decode_threads(name)
 
     async def post_traces(request):
         counters.payloads += 1
@@ -204,7 +222,7 @@ async def start_jaeger_http(host, port, sink, *, max_body=MAX_BODY, token=None):
             return web.Response(status=415, text=text)
         body = await _read_body(request, max_body, counters)
         try:
-            result = decode_jaeger_batch(body, "binary")
+            result = await _off_the_loop(threads, decode_jaeger_batch, body, "binary")
         except SpanDecodeError as exc:
             counters.bad_payloads += 1
             return web.Response(status=400, text=exc.reason)
@@ -215,7 +233,7 @@ async def start_jaeger_http(host, port, sink, *, max_body=MAX_BODY, token=None):
         text = "; ".join(result.rejected[:10])
         return web.Response(status=202, text=f"{len(result.rejected)} spans rejected: {text}" if text else "")
 
-    return await _start_http(name, host, port, "/api/traces", post_traces, max_body, counters)
+    return await _start_http(name, host, port, "/api/traces", post_traces, max_body, counters, threads)
 
 
 async def start_otlp_http(host, port, sink, *, max_body=MAX_BODY, token=None):
@@ -223,6 +241,7 @@ async def start_otlp_http(host, port, sink, *, max_body=MAX_BODY, token=None):
     name = "OTLP/HTTP"
     counters = Counters()
     check = TokenCheck(token)
+    threads = _decode_threads(name)
     formats = {
         "application/x-protobuf": (decode_otlp_protobuf, lambda m: m.SerializeToString()),
         "application/json": (decode_otlp_json, lambda m: json_format.MessageToJson(m, indent=None)),
@@ -248,7 +267,7 @@ async def start_otlp_http(host, port, sink, *, max_body=MAX_BODY, token=None):
             return web.Response(status=415, text=text)
         body = await _read_body(request, max_body, counters)
         try:
-            result = decode(body)
+            result = await _off_the_loop(threads, decode, body)
         except SpanDecodeError as exc:
             counters.bad_payloads += 1
             return reply(400, status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=exc.reason))
@@ -258,7 +277,7 @@ async def start_otlp_http(host, port, sink, *, max_body=MAX_BODY, token=None):
             return reply(503, status_pb2.Status(code=code_pb2.UNAVAILABLE, message=_RETRY_LATER))
         return reply(200, _export_response(result))
 
-    return await _start_http(name, host, port, "/v1/traces", post_traces, max_body, counters)
+    return await _start_http(name, host, port, "/v1/traces", post_traces, max_body, counters, threads)
 
 
 async def _read_body(request, max_body, counters):
@@ -274,14 +293,26 @@ async def _read_body(request, max_body, counters):
         raise
 
 
-async def _start_http(name, host, port, path, handler, max_body, counters):
+async def _start_http(name, host, port, path, handler, max_body, counters, threads):
     app = web.Application(client_max_size=max_body)
     app.router.add_post(path, handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
-    return Receiver(name, runner.addresses[0][1], counters, runner.cleanup)
+    try:
+        await site.start()
+    except BaseException:
+        threads.shutdown(wait=False)
+        await runner.cleanup()
+        raise
+
+    async def stop():
+        try:
+            await runner.cleanup()
+        finally:
+            threads.shutdown(wait=False, cancel_futures=True)
+
+    return Receiver(name, runner.addresses[0][1], counters, stop)
 
 
 def _export_response(result):
@@ -296,10 +327,11 @@ def _export_response(result):
 
 
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self, sink, counters, check):
+    def __init__(self, sink, counters, check, threads):
         self.sink = sink
         self.counters = counters
         self.check = check
+        self.threads = threads
 
     async def Export(self, request, context):
         self.counters.payloads += 1
@@ -307,7 +339,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         if not self.check.bearer(metadata.get("authorization")):
             self.counters.unauthorized += 1
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, _UNAUTHORIZED)
-        result = decode_otlp_request(request)
+        result = await _off_the_loop(self.threads, decode_otlp_request, request)
         try:
             await _deliver("OTLP/gRPC", result, self.sink, self.counters)
         except Exception:
@@ -318,8 +350,20 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
 async def start_otlp_grpc(host, port, sink, *, max_body=MAX_BODY, token=None):
     """OTLP/gRPC: ``opentelemetry.proto.collector.trace.v1.TraceService/Export``."""
     counters = Counters()
+    threads = _decode_threads("OTLP/gRPC")
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_body)])
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(sink, counters, TokenCheck(token)), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
-    await server.start()
-    return Receiver("OTLP/gRPC", bound, counters, lambda: server.stop(grace=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(sink, counters, TokenCheck(token), threads), server)
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+        await server.start()
+    except BaseException:
+        threads.shutdown(wait=False)
+        raise
+
+    async def stop():
+        try:
+            await server.stop(grace=2)
+        finally:
+            threads.shutdown(wait=False, cancel_futures=True)
+
+    return Receiver("OTLP/gRPC", bound, counters, stop)
