@@ -71,7 +71,7 @@ class Sampler:
         for reading in readings:
             entry = registry[(reading.stream, reading.name)]
             self._read(lag_round, reading, entry, thresholds, oldest.get(entry.id), purged.get(reading.stream),
-                       self._produce_rate(produce_cache, produce, reading))
+                       self._produce_rate(produce_cache, produce, reading), streams.get(reading.stream))
         seen = {(r.stream, r.name) for r in readings}
         for key, entry in registry.items():
             if key in seen or entry.gone_at is not None:
@@ -94,7 +94,7 @@ class Sampler:
 
     # --- one consumer ----------------------------------------------------------------
 
-    def _read(self, lag_round, reading, entry, thresholds, oldest, purge, produce_rate):
+    def _read(self, lag_round, reading, entry, thresholds, oldest, purge, produce_rate, stream):
         now, ident, lag = lag_round.at, entry.id, reading.lag
         previous = self.previous.get(ident)
         reset = None
@@ -139,7 +139,8 @@ class Sampler:
         note = "" if source or not lag else "oldest message not found in the store or the stream"
         lag_round.rows.append((
             ident, now, "read", reading.pending, reading.ack_pending, reading.redelivered, reading.waiting,
-            reading.delivered_seq, reading.ack_floor_seq, reading.last_active, oldest_ts if lag else None, source,
+            reading.delivered_seq, reading.ack_floor_seq, stream.first_seq if stream else None,
+            stream.last_seq if stream else None, reading.last_active, oldest_ts if lag else None, source,
             figures.consume_rate(produce_rate, net), produce_rate, drain, growing, note or None, age, status, changed,
             json.dumps(reading.config), reading.created,
         ))
@@ -147,8 +148,7 @@ class Sampler:
                                                        "oldest_age": age or 0.0, "observer": reading.observer}
 
     def _unread(self, lag_round, entry, reason):
-        lag_round.rows.append((entry.id, lag_round.at, "unread", None, None, None, None, None, None, None, None, "",
-                               None, None, None, False, reason, None, entry.status, False, None, None))
+        lag_round.rows.append(_figureless(entry.id, lag_round.at, "unread", reason, entry.status, False))
 
     def _gone(self, lag_round, key, entry, thresholds, streams):
         stream, name = key
@@ -158,8 +158,7 @@ class Sampler:
             lag_round.crossings.append({"consumer_id": entry.id, "status_from": entry.status, "status_to": "gone",
                                         "lag": None, "oldest_age": None, "threshold_id": applied.threshold_id,
                                         "reason": reason, "webhook": applied.webhook})
-        lag_round.rows.append((entry.id, lag_round.at, "gone", None, None, None, None, None, None, None, None, "",
-                               None, None, None, False, reason, None, "gone", entry.status != "gone", None, None))
+        lag_round.rows.append(_figureless(entry.id, lag_round.at, "gone", reason, "gone", entry.status != "gone"))
         for state in (self.trends, self.growing_since, self.moved, self.previous, self.oldest):
             state.pop(entry.id, None)
         self.latest.pop(key, None)
@@ -246,6 +245,11 @@ class Sampler:
 
         await asyncio.gather(*(from_stream(*item) for item in ask))
         return answers
+
+
+def _figureless(ident, at, state, note, status, changed):
+    """A round row without figures: the consumer is gone, or could not be read."""
+    return (ident, at, state) + (None,) * 10 + ("", None, None, None, False, note, None, status, changed, None, None)
 
 
 def _walk_store(rows, floor, filters, skip, first_seq):

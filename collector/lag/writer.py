@@ -11,12 +11,13 @@ from collector.partitions import LAG_SAMPLES
 ROUND_COLUMNS = [
     ("consumer_id", "bigint"), ("at", "timestamptz"), ("state", "text"), ("pending", "bigint"),
     ("ack_pending", "bigint"), ("redelivered", "bigint"), ("waiting", "bigint"), ("delivered_seq", "bigint"),
-    ("ack_floor_seq", "bigint"), ("last_active", "timestamptz"), ("oldest_ts", "timestamptz"),
+    ("ack_floor_seq", "bigint"), ("stream_first_seq", "bigint"), ("stream_last_seq", "bigint"),
+    ("last_active", "timestamptz"), ("oldest_ts", "timestamptz"),
     ("oldest_source", "text"), ("consume_rate", "float8"), ("produce_rate", "float8"), ("drain_seconds", "float8"),
     ("growing", "boolean"), ("note", "text"), ("oldest_age", "float8"), ("status", "text"),
     ("status_changed", "boolean"), ("config", "jsonb"), ("created_at", "timestamptz"),
 ]
-SAMPLE_COLUMNS = [name for name, _ in ROUND_COLUMNS[:17]]
+SAMPLE_COLUMNS = [name for name, _ in ROUND_COLUMNS[:19]]
 
 
 @dataclass

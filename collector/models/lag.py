@@ -120,6 +120,8 @@ class LagSample(models.Model):
     waiting = models.BigIntegerField(null=True)
     delivered_seq = models.BigIntegerField(null=True)
     ack_floor_seq = models.BigIntegerField(null=True)
+    stream_first_seq = models.BigIntegerField(null=True)
+    stream_last_seq = models.BigIntegerField(null=True)
     last_active = models.DateTimeField(null=True)
     oldest_ts = models.DateTimeField(null=True)
     oldest_source = models.CharField(max_length=8)  # store | stream | ''
