@@ -30,6 +30,8 @@ DEFINITIONS = {
     "acked": "Acknowledged: the rest. Not read from the ack floor, which a dead message holds below itself.",
 }
 TERMS = ["pending", "ack_pending", "dead", "acked", "removed"]
+LABELS = {"total": "messages on its subjects", "pending": "not yet delivered", "ack_pending": "delivered, unacknowledged",
+          "dead": "dead", "acked": "acknowledged", "removed": "removed before delivery"}
 
 
 @dataclass
@@ -47,7 +49,8 @@ class Account:
         return self.total is not None and self.missing == 0 and not self.note
 
     def rows(self):
-        return [{"term": key, "count": self.terms.get(key), "definition": DEFINITIONS[key]} for key in TERMS]
+        return [{"term": key, "label": LABELS[key], "count": self.terms.get(key), "definition": DEFINITIONS[key]}
+                for key in TERMS]
 
 
 def subject_regex(pattern):
