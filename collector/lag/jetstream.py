@@ -14,7 +14,6 @@ from collector.lag.reading import ConsumerReading, ReadError, StreamReading, par
 
 KIND = "jetstream"
 CONCURRENCY = 16  # streams whose consumer lists are read at the same time
-LOOKUPS = 64  # direct gets in flight
 
 
 class JetStreamSource:

@@ -9,12 +9,21 @@ from datetime import timedelta
 from django.db import connection
 
 from collector.keyset import BadFilter
-from collector.models import Consumer, ConsumerEvent, DeadLetter, LagCrossing, LagRound, LagSample
+from collector.models import (
+    Consumer,
+    ConsumerEvent,
+    DeadLetter,
+    LagCrossing,
+    LagRound,
+    LagSample,
+)
 
 PAGE = 50
 SPARK_POINTS = 30
-RAW_UP_TO = timedelta(hours=6)  # windows up to this long are drawn from raw samples
-MINUTES_UP_TO = timedelta(days=7)  # then per-minute rollups; longer: per hour
+# Which table a window is read from: raw samples up to the first length, per-minute rollups
+# up to the second, per-hour ones beyond. Sparklines (many consumers, 30 points) switch sooner.
+HISTORY_RESOLUTION = (timedelta(hours=6), timedelta(days=7))
+SPARK_RESOLUTION = (timedelta(hours=1), timedelta(days=1))
 STATUSES = [value for value, _ in Consumer.Status.choices]
 
 # sort name -> (column, descending); ties and keyset pages go by id.
@@ -118,10 +127,10 @@ def consumer(stream, name, broker=None):
     return found.order_by("broker_id").first()
 
 
-def _resolution(window):
-    if window.end - window.start <= RAW_UP_TO:
+def _resolution(window, limits):
+    if window.end - window.start <= limits[0]:
         return "raw"
-    if window.end - window.start <= MINUTES_UP_TO:
+    if window.end - window.start <= limits[1]:
         return "minute"
     return "hour"
 
@@ -132,7 +141,7 @@ def sparklines(ids, window, points=SPARK_POINTS):
     if not ids:
         return {}
     span = max((window.end - window.start).total_seconds(), 1)
-    resolution = _resolution(window)
+    resolution = _resolution(window, SPARK_RESOLUTION)
     if resolution == "raw":
         table, column, value = "collector_lagsample", "at", "pending + ack_pending"
     else:
@@ -158,7 +167,7 @@ def sparklines(ids, window, points=SPARK_POINTS):
 def history(consumer_, window):
     """The consumer's lag and oldest age over the window: {"resolution", "t" (epoch seconds),
     "lag", "oldest_age", "pending", "ack_pending"}; None where a sample had no figures."""
-    resolution = _resolution(window)
+    resolution = _resolution(window, HISTORY_RESOLUTION)
     if resolution == "raw":
         sql = """
             SELECT extract(epoch FROM at), pending + ack_pending,

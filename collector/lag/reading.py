@@ -3,6 +3,7 @@ JetStream consumer today, a RabbitMQ queue or a Kafka consumer group later."""
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 
 
 class ReadError(Exception):
@@ -56,6 +57,7 @@ class ConsumerReading:
 _TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?")
 
 
+@lru_cache(maxsize=65536)
 def parse_time(text):
     """RFC 3339 with nanoseconds (more than Python's parser takes); the zero time is None."""
     match = _TIME.match(text or "")

@@ -14,6 +14,8 @@ import logging
 import time
 from datetime import datetime, timezone
 
+import psycopg
+
 from collector.ingest.subjects import any_match
 from collector.lag import figures, writer
 from collector.lag.reading import ReadError
@@ -23,6 +25,7 @@ log = logging.getLogger("eventscope.lag")
 
 STORE_WALK = 20  # stored messages looked at after a floor before asking the stream
 DEAD_SKIPS = 10  # dead messages skipped at most when asking the stream
+LOOKUPS = 256  # direct gets in flight
 
 
 class Sampler:
@@ -37,11 +40,20 @@ class Sampler:
         self.oldest = {}  # consumer id -> (floor, seq, ts, source)
         self.streams = {}  # stream name -> StreamReading of the previous round
         self.latest = {}  # (stream, name) -> dict of the last figures, for the metrics
+        self.configs = {}  # consumer id -> configuration last written
+        self.rolled = None  # the minute up to which samples are rolled up
 
     async def sample(self, conn, partitions, now=None):
         """Read, derive and store one round on `conn`; returns (round, crossings)."""
         started = datetime.now(timezone.utc)
         wall, cpu = time.perf_counter(), time.process_time()
+        self.timings, self.write_timings = {}, {}
+        mark = [wall]
+
+        def phase(name):
+            self.timings[name] = self.timings.get(name, 0) + (time.perf_counter() - mark[0]) * 1000
+            mark[0] = time.perf_counter()
+
         now = now or started
         registry = await writer.load_registry(conn, self.broker_id)
         thresholds = Thresholds(await writer.load_thresholds(conn))
@@ -52,6 +64,7 @@ class Sampler:
             streams = None
             lag_round.note = f"streams not read: {error}"
             log.warning("lag sampler: %s", lag_round.note)
+        phase("registry and streams")
         readings, unread = [], {}
         if streams is not None:
             for name, result in (await self.source.all_consumers(list(streams))).items():
@@ -60,11 +73,14 @@ class Sampler:
                 else:
                     readings.extend(result)
         lag_round.unread_streams = len(unread)
+        phase("consumer lists")
         new = [r for r in readings if (r.stream, r.name) not in registry]
         if new:
             registry.update(await writer.register(conn, self.broker_id, self.source.kind, new, now))
         produce = await writer.produce_rates(conn, self.broker_id, now)
+        phase("register and rates")
         oldest = await self.oldest_messages(conn, readings, registry, streams or {})
+        phase("oldest messages")
 
         purged = self._purges(streams or {})
         produce_cache = {}
@@ -84,9 +100,23 @@ class Sampler:
         lag_round.consumers = len(readings)
         if streams is not None:
             self.streams = streams
+        phase("derive")
         crossings = await writer.write_round(
             conn, partitions, self.broker_id, self.collector_name, lag_round, started,
-            (time.perf_counter() - wall) * 1000, (time.process_time() - cpu) * 1000)
+            (time.perf_counter() - wall) * 1000, (time.process_time() - cpu) * 1000, self.write_timings)
+        phase("write")
+        minute = now.replace(second=0, microsecond=0)
+        if self.rolled != minute:
+            # Once a minute, the minutes that ended are rolled up from their raw samples.
+            try:
+                await writer.roll_up(conn, now)
+                self.rolled = minute
+            except psycopg.DatabaseError as error:
+                if isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError)):
+                    raise
+                await conn.rollback()  # the round is stored; the next one tries the rollup again
+                log.warning("lag rollup failed: %s", error)
+            phase("rollups")
         keys = {entry.id: key for key, entry in registry.items()}
         for crossing in crossings:
             crossing["key"] = keys.get(crossing["consumer_id"])
@@ -142,10 +172,17 @@ class Sampler:
             reading.delivered_seq, reading.ack_floor_seq, stream.first_seq if stream else None,
             stream.last_seq if stream else None, reading.last_active, oldest_ts if lag else None, source,
             figures.consume_rate(produce_rate, net), produce_rate, drain, growing, note or None, age, status, changed,
-            json.dumps(reading.config), reading.created,
+            self._config_change(ident, reading.config), reading.created,
         ))
         self.latest[(reading.stream, reading.name)] = {"pending": reading.pending, "ack_pending": reading.ack_pending,
                                                        "oldest_age": age or 0.0, "observer": reading.observer}
+
+    def _config_change(self, ident, config):
+        """The configuration as JSON when it changed since it was last written, else None."""
+        if self.configs.get(ident) == config:
+            return None
+        self.configs[ident] = config
+        return json.dumps(config)
 
     def _unread(self, lag_round, entry, reason):
         lag_round.rows.append(_figureless(entry.id, lag_round.at, "unread", reason, entry.status, False))
@@ -159,7 +196,7 @@ class Sampler:
                                         "lag": None, "oldest_age": None, "threshold_id": applied.threshold_id,
                                         "reason": reason, "webhook": applied.webhook})
         lag_round.rows.append(_figureless(entry.id, lag_round.at, "gone", reason, "gone", entry.status != "gone"))
-        for state in (self.trends, self.growing_since, self.moved, self.previous, self.oldest):
+        for state in (self.trends, self.growing_since, self.moved, self.previous, self.oldest, self.configs):
             state.pop(entry.id, None)
         self.latest.pop(key, None)
 
@@ -223,7 +260,7 @@ class Sampler:
                 answers[ident] = (found[1], "store")
             else:
                 ask.append((ident, reading, floor, skip))
-        gate = asyncio.Semaphore(64)
+        gate = asyncio.Semaphore(LOOKUPS)
 
         async def from_stream(ident, reading, floor, skip):
             async with gate:

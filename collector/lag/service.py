@@ -12,7 +12,6 @@ import time
 
 import psycopg
 from channels.db import database_sync_to_async
-from prometheus_client import Gauge
 
 from collector.db import WriterConnection
 from collector.lag import writer
@@ -57,30 +56,39 @@ class SamplerLink(WriterConnection):
 
 
 class LagGauges:
-    """Per-consumer gauges for Grafana users: pending, ack pending, oldest age. Users'
+    """Per-consumer gauges for Grafana users: pending, ack pending, oldest age, read from the
+    sampler's latest round when /metrics is scraped (nothing is done per round). Users'
     consumers only; the observers' lag is the collector's own `eventscope_observer_lag`."""
 
+    GAUGES = [
+        ("eventscope_consumer_pending", "Messages not yet delivered to the consumer", "pending"),
+        ("eventscope_consumer_ack_pending", "Messages delivered and not acknowledged", "ack_pending"),
+        ("eventscope_consumer_oldest_age_seconds", "Age of the oldest unprocessed message", "oldest_age"),
+    ]
+
     def __init__(self, registry):
-        labels = ["broker", "stream", "consumer"]
-        self.pending = Gauge("eventscope_consumer_pending", "Messages not yet delivered to the consumer", labels,
-                             registry=registry)
-        self.ack_pending = Gauge("eventscope_consumer_ack_pending", "Messages delivered and not acknowledged", labels,
-                                 registry=registry)
-        self.oldest = Gauge("eventscope_consumer_oldest_age_seconds", "Age of the oldest unprocessed message", labels,
-                            registry=registry)
+        self.broker, self.latest = None, {}
+        registry.register(self)
 
     def show(self, broker, latest):
-        self.clear()
-        for (stream, name), values in latest.items():
-            if values["observer"]:
-                continue
-            self.pending.labels(broker, stream, name).set(values["pending"])
-            self.ack_pending.labels(broker, stream, name).set(values["ack_pending"])
-            self.oldest.labels(broker, stream, name).set(values["oldest_age"])
+        self.broker, self.latest = broker, latest
 
     def clear(self):
-        for gauge in (self.pending, self.ack_pending, self.oldest):
-            gauge.clear()
+        self.broker, self.latest = None, {}
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        latest = dict(self.latest)
+        for name, documentation, key in self.GAUGES:
+            family = GaugeMetricFamily(name, documentation, labels=["broker", "stream", "consumer"])
+            for (stream, consumer), values in latest.items():
+                if not values["observer"]:
+                    family.add_metric([self.broker, stream, consumer], values[key])
+            yield family
+
+    def describe(self):
+        return []
 
 
 def _load_settings():

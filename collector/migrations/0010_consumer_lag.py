@@ -29,6 +29,8 @@ CREATE TABLE collector_lagsample (
     note text,
     PRIMARY KEY (consumer_id, at)
 ) PARTITION BY RANGE (at);
+-- Samples arrive in time order: a BRIN index finds a minute's samples for the rollups.
+CREATE INDEX collector_lagsample_at ON collector_lagsample USING brin (at);
 """
 
 

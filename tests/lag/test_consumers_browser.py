@@ -6,7 +6,13 @@ import pytest
 
 from collector.models import Consumer
 from tests.conftest import browser_login, wait_until
-from tests.lag.conftest import add_pull_consumer, consumer_row, make_stream, publish, unique
+from tests.lag.conftest import (
+    add_pull_consumer,
+    consumer_row,
+    make_stream,
+    publish,
+    unique,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -79,3 +79,10 @@ def test_unit_subject_patterns_become_sql_regular_expressions():
     assert not re.match(subject_regex("orders.*"), "orders.created.v2")
     assert re.match(subject_regex("orders.>"), "orders.created.v2")
     assert not re.match(subject_regex("orders.created"), "ordersXcreated")
+
+
+def test_unit_copy_text_keeps_booleans_numbers_nulls_and_escapes_apart():
+    from collector.lag.writer import copy_text
+
+    row = (1, True, 0, False, 1.0, None, "a\tb\\c\nd", T0)
+    assert copy_text([row, row]) == "1\tt\t0\tf\t1.0\t\\N\ta\\tb\\\\c\\nd\t2026-11-30T12:00:00+00:00\n" * 2

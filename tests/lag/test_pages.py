@@ -11,7 +11,13 @@ import pytest
 from collector.models import Consumer, LagCrossing, LagThreshold
 from runner.servers import free_port
 from tests.conftest import wait_until
-from tests.lag.conftest import add_pull_consumer, consumer_row, make_stream, publish, unique
+from tests.lag.conftest import (
+    add_pull_consumer,
+    consumer_row,
+    make_stream,
+    publish,
+    unique,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -4,9 +4,18 @@ import time
 
 import pytest
 
-from collector.models import Consumer, ConsumerEvent, LagCrossing, LagSample
+from collector.models import Consumer, ConsumerEvent, LagCrossing
 from tests.conftest import wait_until
-from tests.lag.conftest import Puller, add_pull_consumer, consumer_row, js, make_stream, publish, samples, unique
+from tests.lag.conftest import (
+    Puller,
+    add_pull_consumer,
+    consumer_row,
+    js,
+    make_stream,
+    publish,
+    samples,
+    unique,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
