@@ -21,7 +21,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 
 async def make_consumers(url, streams, per_stream):
@@ -66,10 +65,24 @@ async def churn(url, streams, per_stream, share=10):
     await nc.close()
 
 
-async def rounds(url, count, streams, per_stream):
+def cpu_of(pid):
+    """CPU seconds of a process and its children (PostgreSQL's backends)."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        total = 0.0
+        for each in [process, *process.children(recursive=True)]:
+            times = each.cpu_times()
+            total += times.user + times.system
+        return total
+    except psutil.Error:
+        return 0.0
+
+
+async def rounds(url, count, streams, per_stream, server_pids):
     import nats
     import psycopg
-    from collector_ingest import cpu_seconds, server_pids
     from prometheus_client import CollectorRegistry
 
     from collector.db import conninfo
@@ -88,13 +101,13 @@ async def rounds(url, count, streams, per_stream):
     sampler = Sampler(broker, JetStreamSource(nc), "bench")
     gauges = LagGauges(CollectorRegistry())
     partitions = Partitions(LAG_SAMPLES)
-    watched = {"nats-server": server_pids({"nats-server"}), "postgres": server_pids({"postgres"})}
+    watched = server_pids  # this run's own servers, not others on the machine
     print(f"{'round':>5} {'consumers':>9} {'wall ms':>8} {'sampler CPU ms':>15} {'gauges ms':>9} "
           f"{'nats-server CPU ms':>18} {'postgres CPU ms':>15}")
     for index in range(count):
         if index:
             await churn(url, streams, per_stream)
-        before = {name: cpu_seconds(pids) for name, pids in watched.items()}
+        before = {name: cpu_of(pid) for name, pid in watched.items()}
         cpu, wall = time.process_time(), time.perf_counter()
         if os.environ.get("BENCH_PROFILE") and index == 1:
             import cProfile
@@ -111,7 +124,7 @@ async def rounds(url, count, streams, per_stream):
         shown = time.perf_counter()
         gauges.show("nats", sampler.latest)
         gauge_ms = (time.perf_counter() - shown) * 1000
-        servers = {name: (cpu_seconds(pids) - before[name]) * 1000 for name, pids in watched.items()}
+        servers = {name: (cpu_of(pid) - before[name]) * 1000 for name, pid in watched.items()}
         print(f"{index + 1:>5} {lag_round.consumers:>9} {elapsed * 1000:>8.0f} {used * 1000:>15.0f} {gauge_ms:>9.0f} "
               f"{servers['nats-server']:>18.0f} {servers['postgres']:>15.0f}", flush=True)
         print("      " + ", ".join(f"{name} {ms:.0f} ms" for name, ms in sampler.timings.items()), flush=True)
@@ -146,7 +159,9 @@ def main():
 
         django.setup()
         asyncio.run(make_consumers(bus.url, args.streams, args.per_stream))
-        asyncio.run(rounds(bus.url, args.rounds, args.streams, args.per_stream))
+        print(f"load average before the rounds: {os.getloadavg()[0]:.1f} (2 cores)")
+        asyncio.run(rounds(bus.url, args.rounds, args.streams, args.per_stream,
+                           {"nats-server": bus.process.pid, "postgres": pg.process.pid}))
     finally:
         bus.stop()
         pg.stop()

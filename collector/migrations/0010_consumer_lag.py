@@ -98,7 +98,7 @@ class Migration(migrations.Migration):
                 ('last_seen', models.DateTimeField()),
                 ('gone_at', models.DateTimeField(null=True)),
                 ('sampled_at', models.DateTimeField(null=True)),
-                ('status', models.CharField(choices=[('ok', 'ok'), ('lagging', 'lagging'), ('stalled', 'stalled'), ('growing', 'growing'), ('gone', 'gone'), ('unread', 'not read')], default='ok', max_length=16)),
+                ('status', models.CharField(choices=[('ok', 'ok'), ('lagging', 'lagging'), ('stalled', 'stalled'), ('growing', 'growing'), ('gone', 'gone')], default='ok', max_length=16)),
                 ('status_since', models.DateTimeField(null=True)),
                 ('lag', models.BigIntegerField(null=True)),
                 ('pending', models.BigIntegerField(null=True)),
@@ -119,7 +119,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('at', models.DateTimeField()),
-                ('kind', models.CharField(choices=[('appeared', 'appeared'), ('reset', 'reset'), ('purge', 'stream purged'), ('unread', 'not read')], max_length=16)),
+                ('kind', models.CharField(choices=[('appeared', 'appeared'), ('reset', 'reset'), ('purge', 'stream purged')], max_length=16)),
                 ('detail', models.TextField(blank=True, default='')),
                 ('consumer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='collector.consumer')),
             ],

@@ -72,7 +72,6 @@ class Consumer(models.Model):
         STALLED = "stalled", "stalled"
         GROWING = "growing", "growing"
         GONE = "gone", "gone"
-        UNREAD = "unread", "not read"
 
     broker = models.ForeignKey(Broker, on_delete=models.CASCADE)
     stream = models.CharField(max_length=200, help_text="JetStream stream (a RabbitMQ vhost or Kafka topic later).")
@@ -189,7 +188,6 @@ class ConsumerEvent(models.Model):
         APPEARED = "appeared", "appeared"
         RESET = "reset", "reset"
         PURGE = "purge", "stream purged"
-        UNREAD = "unread", "not read"
 
     consumer = models.ForeignKey(Consumer, on_delete=models.CASCADE, related_name="events")
     at = models.DateTimeField()

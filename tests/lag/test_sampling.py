@@ -145,3 +145,42 @@ def test_two_collectors_never_sample_at_once_and_the_second_takes_over_when_the_
         for running in (first, second):
             if running.thread.is_alive():
                 running.stop()
+
+
+def test_minutes_of_samples_roll_up_once_into_minute_and_hour_rollups(lag_collector, nats_url):
+    """The rollups hold what the raw samples of each whole minute say; rolling again adds nothing."""
+    from datetime import timedelta
+
+    from collector.db import conninfo
+    from collector.lag.writer import roll_up
+    from collector.models import LagRollup, LagRollupHour
+    from tests.conftest import run_async
+
+    stream = unique("LAGR")
+    make_stream(nats_url, stream, [f"{stream.lower()}.>"])
+    add_pull_consumer(nats_url, stream, "ledger")
+    publish(nats_url, f"{stream.lower()}.x", 4)
+    consumer = consumer_row(stream, "ledger")
+    wait_until(lambda: Consumer.objects.get(pk=consumer.pk).lag == 4, 10, "lag 4")
+    publish(nats_url, f"{stream.lower()}.x", 3)
+    wait_until(lambda: Consumer.objects.get(pk=consumer.pk).lag == 7, 10, "lag 7")
+    lag_collector.stop()
+    raw = samples(consumer)
+    first = raw[0].at.replace(second=0, microsecond=0)
+
+    async def roll():
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(conninfo()) as conn:
+            await roll_up(conn, raw[-1].at + timedelta(minutes=1), since=first)
+            await roll_up(conn, raw[-1].at + timedelta(minutes=1), since=first)
+
+    LagRollup.objects.filter(consumer=consumer).delete()
+    LagRollupHour.objects.filter(consumer=consumer).delete()
+    run_async(roll())
+    minutes = list(LagRollup.objects.filter(consumer=consumer).order_by("minute"))
+    assert sum(m.samples for m in minutes) == len(raw)
+    assert max(m.lag_max for m in minutes) == 7 and minutes[-1].lag_last == 7
+    assert sum(m.lag_sum for m in minutes) == sum(s.lag for s in raw)
+    hours = list(LagRollupHour.objects.filter(consumer=consumer))
+    assert sum(h.samples for h in hours) == len(raw) and max(h.lag_max for h in hours) == 7
