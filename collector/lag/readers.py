@@ -23,7 +23,8 @@ SPARK_POINTS = 30
 # Which table a window is read from: raw samples up to the first length, per-minute rollups
 # up to the second, per-hour ones beyond. Sparklines (many consumers, 30 points) switch sooner.
 HISTORY_RESOLUTION = (timedelta(hours=6), timedelta(days=7))
-SPARK_RESOLUTION = (timedelta(hours=1), timedelta(days=1))
+SPARK_RESOLUTION = (timedelta(hours=1), timedelta(hours=6))
+BUCKET_SECONDS = {"raw": 10, "minute": 60, "hour": 3600}
 STATUSES = [value for value, _ in Consumer.Status.choices]
 
 # sort name -> (column, descending); ties and keyset pages go by id.
@@ -142,6 +143,8 @@ def sparklines(ids, window, points=SPARK_POINTS):
         return {}
     span = max((window.end - window.start).total_seconds(), 1)
     resolution = _resolution(window, SPARK_RESOLUTION)
+    # No more points than the table has buckets in the window, or empty buckets zigzag.
+    points = max(2, min(points, int(span // BUCKET_SECONDS[resolution])))
     if resolution == "raw":
         table, column, value = "collector_lagsample", "at", "pending + ack_pending"
     else:
