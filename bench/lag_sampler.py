@@ -4,9 +4,11 @@ waiting), on embedded servers of its own.
 
     .venv/bin/python bench/lag_sampler.py [--streams 100] [--per-stream 100] [--rounds 5]
 
-The first round is cold (the oldest message of every consumer is fetched from its stream);
-later rounds reuse the answers of unchanged floors, as the sampler does every interval.
-Between rounds a tenth of the consumers get a new message and a tenth ack one, so floors move.
+The first round is cold (every consumer is new, and the oldest message of each is fetched from
+its stream); later rounds reuse the answers of unchanged floors, as the sampler does every
+interval. Between rounds a fifth of the consumers get a new message and half of those ack
+their oldest, so a tenth of the floors move with messages still waiting (looked up again).
+One round a minute also rolls the minute that ended into the rollups ("rollups").
 Prints per round: wall ms, sampler CPU ms, nats-server CPU ms, PostgreSQL CPU ms.
 """
 import argparse
@@ -44,13 +46,14 @@ async def make_consumers(url, streams, per_stream):
 
 
 async def churn(url, streams, per_stream, share=10):
-    """A new message for every `share`th consumer, and an ack of its oldest for others."""
+    """A new message for two in every `share` consumers; one of the two also acks its oldest,
+    so its floor moves with messages still waiting (its oldest is looked up again)."""
     import nats
 
     nc = await nats.connect(url)
     js = nc.jetstream()
     for s in range(streams):
-        for c in range(0, per_stream, share):
+        for c in [*range(0, per_stream, share), *range(1, per_stream, share)]:
             await js.publish_async(f"lag{s}.c{c}", b'{"n": 2}')
     await js.publish_async_completed()
     for s in range(streams):
