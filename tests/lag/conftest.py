@@ -12,6 +12,7 @@ from collector.deadletters import capture
 from collector.lag import service as lag
 from collector.models import Consumer, LagSample, LagSettings
 from tests.conftest import RunningCollector, run_async, wait_until
+from tests.traces.test_traces_ingest import span_collector  # noqa: F401 (span receivers, a fixture)
 
 
 def unique(prefix):

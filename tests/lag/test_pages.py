@@ -136,3 +136,33 @@ def test_a_threshold_crossing_is_recorded_once_and_posted_to_the_webhook(lag_col
         assert "above 5" in body["reason"]
     finally:
         server.shutdown()
+
+
+def test_the_service_behind_a_consumer_is_corrected_by_its_consumer_spans_and_says_so(
+        lagging, span_collector, viewer_client):
+    """Its durable name says `inventory`; the consumer spans a real exporter sent name the
+    service that processes its messages, and the page says where the name came from."""
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from collector.models import Span
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "stock-keeper"}))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=span_collector.otlp_http)))
+    tracer = provider.get_tracer("shop.stock")
+    attributes = {"messaging.system": "nats", "messaging.destination.name": f"{lagging.stream.lower()}.orders",
+                  "messaging.consumer.group.name": "inventory", "messaging.operation": "process"}
+    with tracer.start_as_current_span(f"process {lagging.stream.lower()}.orders", kind=trace.SpanKind.CONSUMER,
+                                      attributes=attributes):
+        pass
+    provider.shutdown()
+    wait_until(lambda: Span.objects.filter(service="stock-keeper").exists(), 15, "the consumer span stored")
+    data = viewer_client.get(f"/api/consumers/{lagging.stream}/inventory?last=15m").json()
+    assert data["service"]["name"] == "stock-keeper"
+    assert "consumer span" in data["service"]["source"]
+    assert [s["service"] for s in data["spans"]] == ["stock-keeper"]
+    page = viewer_client.get(f"/consumers/{lagging.stream}/inventory/?last=15m").content.decode()
+    assert "stock-keeper" in page and "from 1 recent consumer span" in page
