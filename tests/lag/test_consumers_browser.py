@@ -35,7 +35,7 @@ def test_a_viewer_opens_the_consumers_then_one_consumer_and_sees_its_chart_drawn
     page.goto(f"{live_server.url}/")
     page.click("nav.mainnav >> text=Consumers")
     page.wait_for_url("**/consumers/**")
-    row = page.locator("#consumers tr", has_text="inventory")
+    row = page.locator("#consumers tr", has_text=stream)  # other tests' streams have an inventory too
     assert "12" in row.inner_text()
     assert row.locator("svg.sparkline polyline").count() == 1
     row.locator("a", has_text="inventory").click()
