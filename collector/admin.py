@@ -10,6 +10,9 @@ from collector.models import (
     DeadLetterSettings,
     DeadLetterThreshold,
     DecodingRule,
+    LagCrossing,
+    LagSettings,
+    LagThreshold,
     RuntimeSettings,
     TraceSettings,
 )
@@ -187,3 +190,31 @@ class ShareLinkAdmin(admin.ModelAdmin):
         context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": "Revoke every share link",
                    "active": active().count(), "unrevoked": ShareLink.objects.filter(revoked=None).count()}
         return TemplateResponse(request, "admin/collector/sharelink/revoke_all.html", context)
+
+
+@admin.register(LagSettings)
+class LagSettingsAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "enabled", "interval_seconds", "raw_retention_hours", "rollup_retention_days"]
+
+    def has_add_permission(self, request):
+        return not LagSettings.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(LagThreshold)
+class LagThresholdAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "stream", "consumer", "max_lag", "max_oldest_age", "stalled_after", "growing_after",
+                    "enabled"]
+    list_filter = ["enabled"]
+
+
+@admin.register(LagCrossing)
+class LagCrossingAdmin(admin.ModelAdmin):
+    list_display = ["at", "consumer", "status_from", "status_to", "lag", "notified"]
+    readonly_fields = ["consumer", "at", "status_from", "status_to", "lag", "oldest_age", "threshold", "reason",
+                       "notified"]
+
+    def has_add_permission(self, request):
+        return False

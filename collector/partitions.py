@@ -1,14 +1,16 @@
-"""Day partitions of the time-partitioned tables (`collector_event`, `collector_span`): the
-writers create them on demand, retention lists and drops whole ones and remembers what it
-dropped (`PrunedRange`), so a link into a dropped day answers 410 with its date."""
+"""Day partitions of the time-partitioned tables (`collector_event`, `collector_span`,
+`collector_lagsample`): the writers create them on demand, retention lists and drops whole
+ones and remembers what it dropped (`PrunedRange`), so a link into a dropped day answers 410
+with its date."""
 import re
 from datetime import datetime, timedelta, timezone
 
 EVENTS = "collector_event"
 SPANS = "collector_span"
+LAG_SAMPLES = "collector_lagsample"
 
 # Advisory lock keys, one per table: several collectors may race to create the same day.
-_LOCKS = {EVENTS: 72161, SPANS: 72162}
+_LOCKS = {EVENTS: 72161, SPANS: 72162, LAG_SAMPLES: 72163}
 _BOUND = r"FROM \('([^']+)'\) TO \('([^']+)'\)"
 
 

@@ -12,5 +12,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("dashboard.traces.urls")),
     path("", include("dashboard.deadletters.urls")),
+    path("", include("dashboard.lag.urls")),
     path("", include("dashboard.audit.urls")),
 ]

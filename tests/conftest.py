@@ -214,7 +214,7 @@ def _empty_partitioned_tables(request):
 
         django_db_blocker = request.getfixturevalue("django_db_blocker")
         with django_db_blocker.unblock(), connection.cursor() as cursor:
-            cursor.execute("TRUNCATE collector_event, collector_span")
+            cursor.execute("TRUNCATE collector_event, collector_span, collector_lagsample")
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
-from collector.deadletters.webhooks import Refused, checked_addresses, post_json
+from collector.deadletters import webhooks
 
 log = logging.getLogger("eventscope.deadletters")
 
@@ -131,18 +131,11 @@ def deliver(alert_id, timeout=5.0):
     allow_private = DeadLetterSettings.load().allow_private_webhooks
     body = {"alert": alert.id, "threshold": str(alert.threshold), "count": alert.count,
             "subjects": alert.detail.get("subjects", {}), "since": alert.detail.get("since")}
-    try:
-        status = post_json(alert.webhook, body, checked_addresses(alert.webhook, allow_private), timeout)
-    except Refused as refused:
-        outcome, line = Delivery.REFUSED, f"refused: {refused}"
-    except Exception as error:  # a webhook that is down costs only this alert's delivery
-        outcome, line = Delivery.FAILED, f"not posted: {error or type(error).__name__}"
+    posted, line = webhooks.post(alert.webhook, body, allow_private, timeout)
+    if posted:
+        outcome = Delivery.POSTED
     else:
-        if 200 <= status < 300:
-            outcome, line = Delivery.POSTED, f"posted: HTTP {status}"
-        else:
-            redirect = " (redirects are not followed)" if 300 <= status < 400 else ""
-            outcome, line = Delivery.FAILED, f"not posted: HTTP {status}{redirect}"
+        outcome = Delivery.REFUSED if line.startswith("refused:") else Delivery.FAILED
     DeadLetterAlert.objects.filter(pk=alert_id).update(delivery=outcome, notified=line[:500],
                                                        delivered_at=dj_timezone.now())
     if outcome != Delivery.POSTED:

@@ -121,3 +121,18 @@ def post_json(url, body, entries, timeout=5.0):
         return response.status
     finally:
         connection.close()
+
+
+def post(url, body, allow_private, timeout=5.0):
+    """POST `body` to a checked target: (posted, the outcome line kept with what was sent).
+    A refused target, a failure or an answer other than 2xx is not posted."""
+    try:
+        status = post_json(url, body, checked_addresses(url, allow_private), timeout)
+    except Refused as refused:
+        return False, f"refused: {refused}"
+    except Exception as error:  # a webhook that is down costs only this delivery
+        return False, f"not posted: {error or type(error).__name__}"
+    if 200 <= status < 300:
+        return True, f"posted: HTTP {status}"
+    redirect = " (redirects are not followed)" if 300 <= status < 400 else ""
+    return False, f"not posted: HTTP {status}{redirect}"

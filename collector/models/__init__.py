@@ -6,4 +6,5 @@ from collector.models.audit import *  # noqa: F401,F403
 from collector.models.brokers import *  # noqa: F401,F403
 from collector.models.deadletters import *  # noqa: F401,F403
 from collector.models.events import *  # noqa: F401,F403
+from collector.models.lag import *  # noqa: F401,F403
 from collector.models.traces import *  # noqa: F401,F403

@@ -3,6 +3,7 @@
 // allows no inline script.
 import { initConfirm } from "./confirm.js";
 import { initCopyButtons } from "./copy.js";
+import { initLagChart } from "./lagchart.js";
 import { initAutoRefresh } from "./refresh.js";
 import { initRelativeTimes } from "./reltime.js";
 import { initSortableTables } from "./sortable.js";
@@ -22,6 +23,7 @@ const behaviours = {
   toggles: initToggles,
   sparklines: drawSparklines,
   waterfall: initWaterfall,
+  "lag chart": initLagChart,
 };
 
 function start() {
