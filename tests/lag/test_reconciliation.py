@@ -58,7 +58,11 @@ def test_a_consumer_that_acks_some_naks_some_to_max_deliveries_and_never_pulls_o
             await msg.ack_sync()
         for msg in batch[4:]:
             await msg.nak()
-        again = await sub.fetch(3, timeout=2)
+        again = []
+        for _ in range(5):  # the naked messages come back one by one, not always in one fetch
+            again += await sub.fetch(3 - len(again), timeout=2)
+            if len(again) == 3:
+                break
         assert [m.metadata.num_delivered for m in again] == [2, 2, 2]
         for msg in again:
             await msg.nak()
