@@ -4,12 +4,13 @@
 staging table, then INSERT ... ON CONFLICT DO NOTHING into the day-partitioned events
 table, and in the same statement the per-minute rollup and the topic list, counting
 only the rows that were really new. Idempotent: writing the same messages again (a
-redelivery after a crash between commit and ack) changes nothing.
+redelivery after a crash between commit and ack) changes nothing. Each new row comes
+back with its id (`row.id`), so what runs after the commit (the live tail) can name it.
 """
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import orjson
 from psycopg.types.json import Jsonb, set_json_dumps
@@ -51,7 +52,7 @@ WITH ins AS (
     INSERT INTO collector_event ({_NAMES})
     SELECT {_NAMES} FROM event_stage
     ON CONFLICT DO NOTHING
-    RETURNING ts, broker_id, subject, stream, coalesce(producer, '') AS producer,
+    RETURNING id, seq, ts, broker_id, subject, stream, coalesce(producer, '') AS producer,
               coalesce(type, '') AS type, coalesce(version, '') AS version, size, note IS NOT NULL AS bad
 ), rollup AS (
     INSERT INTO collector_eventrollup (minute, broker_id, subject, producer, type, version, count, bytes, errors)
@@ -73,7 +74,9 @@ WITH ins AS (
         best_effort = collector_topic.best_effort AND EXCLUDED.best_effort
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM rollup), (SELECT count(*) FROM topics)
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM rollup), (SELECT count(*) FROM topics),
+       (SELECT array_agg(id) FROM ins), (SELECT array_agg(stream) FROM ins), (SELECT array_agg(seq) FROM ins),
+       (SELECT array_agg((extract(epoch FROM ts) * 1000000)::int8) FROM ins)
 """
 
 
@@ -102,6 +105,7 @@ class EventRow:
     span_id: str | None = None
     payload: object = None
     note: str | None = None
+    id: int | None = None  # set by write_events when this row was new (None: not stored yet, or a replay)
 
     def copy_tuple(self):
         return (
@@ -137,8 +141,9 @@ async def prepare(conn):
 
 
 async def write_events(conn, rows, partitions):
-    """Store `rows` in one transaction and commit. Returns how many were new.
-    Idempotent: a row already stored (same broker, stream, sequence and time) is skipped."""
+    """Store `rows` in one transaction and commit. Returns how many were new, and sets
+    `row.id` on each of those. Idempotent: a row already stored (same broker, stream,
+    sequence and time) is skipped and keeps `id` None."""
     if not rows:
         return 0
     try:
@@ -149,12 +154,28 @@ async def write_events(conn, rows, partitions):
                 for row in rows:
                     await copy.write_row(row.copy_tuple())
             await cur.execute(MERGE)
-            inserted = (await cur.fetchone())[0]
+            inserted, _, _, ids, streams, seqs, times = await cur.fetchone()
         await conn.commit()
     except BaseException:
         await _rollback_quietly(conn)
         raise
+    if inserted:
+        _name_new_rows(rows, ids, streams, seqs, times)
     return inserted
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _name_new_rows(rows, ids, streams, seqs, times):
+    """Give each new row its id: RETURNING has no order, so rows are matched on their
+    unique key (broker, stream, sequence, time; one broker per batch)."""
+    found = {(stream, seq, micros): ident for ident, stream, seq, micros in zip(ids, streams, seqs, times)}
+    for row in rows:
+        ident = found.get((row.stream, row.seq, (row.ts - _EPOCH) // _MICROSECOND))
+        if ident is not None:
+            row.id = ident
 
 
 async def _rollback_quietly(conn):
