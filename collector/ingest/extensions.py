@@ -1,9 +1,10 @@
 """What the collector runs beside its broker taps; `manage.py collect` installs them all.
 Each capability that needs a part of the collector process offers one `install(collector)`."""
 from collector.deadletters import capture as deadletters
+from collector.live import forwarder as live
 from collector.traces import service as traces
 
-INSTALLS = [traces.install, deadletters.install]
+INSTALLS = [traces.install, deadletters.install, live.install]
 
 
 def install_extensions(collector):

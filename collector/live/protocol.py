@@ -1,0 +1,93 @@
+"""What travels on the channel layer from the forwarder to the web side, and how events
+look on the wire to the browser.
+
+One group, `events.live`. Each message is a batch from one forwarder (`source`, one per
+collector process) with a gapless `seq`: a missing number means the transport (Redis at
+capacity, a failed send) dropped a batch, and the receiver backfills it from PostgreSQL.
+
+Cursors follow commit order, not ids or receive order: two writers commit out of order,
+so a row received (and numbered) earlier may become visible later. A cursor is
+`{"rx": watermark, "id": floor}`: `rx` is the highest `received_at` (microseconds since
+the epoch) forwarded so far, and `floor` an id below every event received after
+`rx - OVERLAP`. Everything not yet seen is in `received_at > rx - OVERLAP AND id > floor`
+(the id bound lets PostgreSQL walk the primary key instead of scanning the table); the
+overlap brings back some rows already seen, which are dropped by id.
+"""
+from datetime import datetime, timezone
+
+import orjson
+
+LIVE_GROUP = "events.live"
+BATCH_TYPE = "events.batch"  # dispatched to the consumer's `events_batch`
+
+# How far a later-received row may commit before an earlier-received one (two writers,
+# batches of up to 5,000): the cursor looks back this far. Microseconds.
+OVERLAP = 5_000_000
+
+PREVIEW_CHARS = 160
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def micros(moment):
+    """A datetime as whole microseconds since the epoch (the cursors' unit)."""
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(value):
+    return datetime.fromtimestamp(value / 1_000_000, timezone.utc)
+
+
+def preview(payload, raw):
+    """The first characters of a message, for the row and the text filter: the decoded
+    payload as JSON when there is one, else the raw bytes as text."""
+    if payload is not None:
+        try:
+            text = orjson.dumps(payload)[: PREVIEW_CHARS * 4].decode("utf-8", "replace")
+        except TypeError:  # integers wider than 64 bits
+            text = str(payload)
+    else:
+        text = bytes(raw[: PREVIEW_CHARS * 4] if raw else b"").decode("utf-8", "replace")
+    return text[:PREVIEW_CHARS]
+
+
+def shape(ident, received_at, ts, subject, stream, type_, version, producer, key, size, note, payload, raw,
+          committed=None):
+    """One event as the browser gets it (and as the filters see it)."""
+    return {
+        "id": ident,
+        "rx": micros(received_at),
+        "ts": ts.isoformat(),
+        "subject": subject,
+        "stream": stream,
+        "type": type_ or "",
+        "version": version or "",
+        "service": producer or "",
+        "key": key or "",
+        "size": size,
+        "note": note or "",
+        "preview": preview(payload, raw),
+        "committed": committed,
+    }
+
+
+def shape_row(row, committed):
+    """A committed `EventRow` (with its id) as forwarded; `committed` is the commit time
+    (seconds since the epoch), which the benchmark measures delays from."""
+    return shape(row.id, row.received_at, row.ts, row.subject, row.stream, row.type, row.version, row.producer,
+                 row.key, row.size, row.note, row.payload, row.raw, committed)
+
+
+def batch(source, seq, since, watermark, floor, events):
+    """A channel-layer message: `since` is the watermark before this batch, so a receiver
+    that missed the previous one knows up to where to backfill."""
+    return {
+        "type": BATCH_TYPE,
+        "source": source,
+        "seq": seq,
+        "since": since,
+        "rx": watermark,
+        "floor": floor,
+        "ids": [event["id"] for event in events],
+        "events": events,
+    }
