@@ -97,10 +97,14 @@ TEMPLATES = [
     },
 ]
 
+# Messages that may wait on the channel layer for a web process before new ones are
+# dropped (channels_redis does so without a word, checked by the sender: the collector;
+# the live tail sees the gap and backfills it from the store).
+EVENTSCOPE_CHANNEL_CAPACITY = env_int("EVENTSCOPE_CHANNEL_CAPACITY", 100, minimum=1)
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
+        "CONFIG": {"hosts": [REDIS_URL], "capacity": EVENTSCOPE_CHANNEL_CAPACITY},
     }
 }
 
