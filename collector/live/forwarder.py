@@ -37,6 +37,7 @@ def install(collector, layer=None):
     collector.live = forwarder
     collector.after_commit.append(forwarder.on_commit)
     collector.extensions.append(forwarder.run)
+    collector.reports["live"] = forwarder.report
     return forwarder
 
 
@@ -70,6 +71,13 @@ class Forwarder:
         self.counters = {"batches": 0, "events": 0, "dropped_events": 0, "failed_sends": 0}
         self.last_send = 0.0
         self.dropping = False  # dropping for want of room, said once until a send succeeds
+
+    def report(self):
+        """For the collector's heartbeat: its counters and its cursor, which a page that
+        has not had a batch yet starts from (see collector.live.readers.start_cursor)."""
+        cursor = None if self.floor is None else {"rx": self.watermark, "id": self.floor}
+        return {"source": self.source, "seq": self.seq, "cursor": cursor, "interrupted": self.interrupted,
+                **self.counters}
 
     # --- in the commit path: cheap, no I/O --------------------------------------------
 

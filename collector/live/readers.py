@@ -56,6 +56,27 @@ def _shape(row):
                           None if payload is None else orjson.loads(payload), raw)
 
 
+def start_cursor(stale_after=30):
+    """Where a page that has not had a batch yet would resume from: the oldest cursor the
+    live collectors wrote into their last heartbeat (a cursor stays valid as it ages, it
+    only reaches further back). None when no collector reports one."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from collector.models import CollectorHeartbeat
+
+    cursors = []
+    recent = CollectorHeartbeat.objects.filter(beat__gte=timezone.now() - timedelta(seconds=stale_after))
+    for counters in recent.values_list("counters", flat=True):
+        cursor = (counters or {}).get("live", {}).get("cursor")
+        if cursor:
+            cursors.append(cursor)
+    if not cursors:
+        return None
+    return {"rx": min(c["rx"] for c in cursors), "id": min(c["id"] for c in cursors)}
+
+
 def rate_cap():
     """Events a second one live connection is sent at most (the admin's runtime setting)."""
     from collector.models import RuntimeSettings

@@ -20,6 +20,7 @@ import logging
 import orjson
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from redis.exceptions import RedisError
 
 from collector.live import readers
 from collector.live.filters import BadFilter, Filters
@@ -31,6 +32,8 @@ from dashboard.live.tail import Tail
 log = logging.getLogger("eventscope.live")
 
 STATS_SECONDS = 1.0
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_LAYER_DOWN = 4503
 MAX_HAVE = 5_000  # ids a resuming page may list
 
 
@@ -52,20 +55,21 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self):
         if not await database_sync_to_async(may_watch)(self.scope.get("user")):
-            await self.close(code=4401)
+            await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         await self.accept()
 
     async def __call__(self, scope, receive, send):
         try:
             await super().__call__(scope, receive, send)
-        except (ConnectionError, OSError) as error:
+        except (ConnectionError, OSError, RedisError) as error:
             # The channel layer (Redis) went away: close with a reason the page can show,
             # rather than a traceback; the page reconnects and resumes from its cursor.
             log.warning("live socket closed: the channel layer is unreachable (%s)", error)
             await self._cleanup()
             try:
-                await send({"type": "websocket.close", "code": 1011})
+                # 4503: an application code (autobahn takes 1000 or 3000-4999 from a server).
+                await send({"type": "websocket.close", "code": CLOSE_LAYER_DOWN})
             except Exception:  # the client is gone too
                 pass
 
@@ -127,7 +131,10 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "error", "reason": str(error)})
             return
         rate_cap = await database_sync_to_async(readers.rate_cap)()
-        tail = Tail(filters, rate_cap, content.get("credit", 0), since=since)
+        # A fresh page starts from the collectors' last reported cursor, so a connection
+        # lost before its first batch still resumes without a hole.
+        start = since if since is not None else await database_sync_to_async(readers.start_cursor)()
+        tail = Tail(filters, rate_cap, content.get("credit", 0), since=start)
         if not self.joined:
             # Join before reading the store: whatever commits from now on comes in a batch,
             # whatever committed before is in the backfill (both: dropped by id).
