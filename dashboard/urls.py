@@ -13,4 +13,5 @@ urlpatterns = [
     path("", include("dashboard.traces.urls")),
     path("", include("dashboard.deadletters.urls")),
     path("", include("dashboard.audit.urls")),
+    path("", include("dashboard.live.urls")),
 ]

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 
 from collector.deadletters import readers as dlq_readers
 from collector.keyset import BadFilter
+from collector.live import summaries as live_summaries
 from collector.models import AuditEntry, DeadLetter, RetryJob, RuntimeSettings
 from collector.roles import has_role
 from dashboard.deadletters import tasks as tasks_dlq
@@ -66,6 +67,7 @@ def dlq_list(request):
         params.pop("before")
         newest = params.urlencode()
     return render(request, "deadletters/dlq.html", {
+        "new_count": live_summaries.new_dead_letters(), "latest_death": live_summaries.latest_death(),
         "letters": rows, "more": more, "older": older, "newest": newest, "filters": filters, "summary": summary,
         "reasons": DeadLetter.Reason.choices, "statuses": DeadLetter.Status.choices, "can_act": may_act(request.user),
         "window_query": request.window.absolute_query(),

@@ -3,6 +3,8 @@
 // allows no inline script.
 import { initConfirm } from "./confirm.js";
 import { initCopyButtons } from "./copy.js";
+import { initLiveTail } from "./live.js";
+import { initLiveSummaries } from "./livesummary.js";
 import { initAutoRefresh } from "./refresh.js";
 import { initRelativeTimes } from "./reltime.js";
 import { initSortableTables } from "./sortable.js";
@@ -22,6 +24,8 @@ const behaviours = {
   toggles: initToggles,
   sparklines: drawSparklines,
   waterfall: initWaterfall,
+  "live tail": initLiveTail,
+  "live summaries": initLiveSummaries,
 };
 
 function start() {

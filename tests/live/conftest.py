@@ -129,6 +129,13 @@ def charlie_cookie(charlie):
     return session_cookie(charlie)
 
 
+def login_by_cookie(page, web, user):
+    """Put `user`'s session cookie into the browser, as logging in would (faster than
+    hashing a password on a loaded machine; one test logs in through the form)."""
+    page.context.add_cookies([{"name": "sessionid", "value": session_cookie(user).split("=", 1)[1],
+                               "url": web.url}])
+
+
 class TailClient:
     """A websocket client of /ws/events/ (aiohttp), as a script or the benchmark uses it."""
 
