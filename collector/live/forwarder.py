@@ -3,9 +3,12 @@ every ~150 ms it sends what piled up as one message to the channel layer group. 
 sends one message per event and never makes ingestion wait:
 
 - the after-commit hook only appends the rows to a list (no I/O, no encoding);
-- the sending task runs beside the loop; a send that fails or hangs (Redis down) is given
-  up after `SEND_TIMEOUT`, the tail is marked interrupted and the batch number is spent,
-  so receivers see the gap and backfill it from PostgreSQL once the layer is back;
+- the sending runs in a thread with an event loop of its own: a collector loop busy with
+  a backlog (thousands of callbacks ready at once) would otherwise hold a due send for
+  seconds, and a slow send would take the loop's time. A send that fails or hangs (Redis
+  down) is given up after `SEND_TIMEOUT`, the tail is marked interrupted and the batch
+  number is spent, so receivers see the gap and backfill it from PostgreSQL once the
+  layer is back;
 - what waits to be sent is bounded (`MAX_PENDING` events): beyond it the oldest are
   dropped the same way (a spent batch number), never an unbounded list.
 
@@ -14,11 +17,10 @@ web side can tell a quiet bus from a collector that stopped forwarding.
 """
 import asyncio
 import logging
+import threading
 import time
 import uuid
 from collections import deque
-
-from channels.db import database_sync_to_async
 
 from collector.live import protocol
 
@@ -62,6 +64,7 @@ class Forwarder:
         self.interval, self.heartbeat, self.send_timeout, self.max_pending = interval, heartbeat, send_timeout, max_pending
         self.source = uuid.uuid4().hex[:12]
         self.seq = 0
+        self.lock = threading.Lock()  # the collector's loop appends, the sending thread takes
         self.pending = deque()  # (rows, commit time in seconds since the epoch)
         self.pending_count = 0
         self.watermark = 0  # highest received_at forwarded (microseconds)
@@ -87,29 +90,54 @@ class Forwarder:
         if not new:
             return
         now = time.time()
-        self.pending.append((new, now))
-        self.pending_count += len(new)
-        self.commits.append((int(now * 1_000_000), max(row.id for row in new)))
-        while self.pending_count > self.max_pending:
-            dropped, _ = self.pending.popleft()
-            self.pending_count -= len(dropped)
-            self._spend_batch(len(dropped), "more events waiting than the live tail may hold")
+        dropped = 0
+        with self.lock:
+            self.pending.append((new, now))
+            self.pending_count += len(new)
+            self.commits.append((int(now * 1_000_000), max(row.id for row in new)))
+            while self.pending_count > self.max_pending:
+                rows, _ = self.pending.popleft()
+                self.pending_count -= len(rows)
+                dropped += len(rows)
+                self.seq += 1  # a spent number: receivers see the gap
+        if dropped:
+            self._dropped(dropped, "more events waiting than the live tail may hold")
 
-    # --- beside the loop --------------------------------------------------------------
+    # --- in its own thread ----------------------------------------------------------------
 
     async def run(self, collector, stop):
-        """Extension: send what piled up every `interval`, until the collector stops."""
+        """Extension: start the sending thread and stop it (after a last send) when the
+        collector stops."""
+        halt = threading.Event()
+        thread = threading.Thread(target=self._thread_main, args=(halt,), name="live-forwarder", daemon=True)
+        thread.start()
+        try:
+            await stop.wait()
+        finally:
+            halt.set()
+            await asyncio.get_running_loop().run_in_executor(None, thread.join, self.send_timeout + 5)
+
+    def _thread_main(self, halt):
+        from django.db import connections
+
+        try:
+            if self.floor is None:
+                # Nothing of this process is in flight yet: every later event gets a higher id.
+                self.floor = _max_event_id()
+            connections.close_all()
+            asyncio.run(self._send_loop(halt))
+        except Exception:  # a forwarder that dies says so; ingestion goes on without it
+            log.exception("live forwarder stopped with an error")
+        finally:
+            connections.close_all()
+
+    async def _send_loop(self, halt):
         if self.layer is None:
             self.layer = _default_layer()
-        if self.floor is None:
-            # Nothing of this process is in flight yet: every later event gets a higher id.
-            self.floor = await database_sync_to_async(_max_event_id)()
-        while not stop.is_set():
+        while not halt.is_set():
+            started = time.monotonic()
             await self.flush()
-            try:
-                await asyncio.wait_for(stop.wait(), self.interval)
-            except asyncio.TimeoutError:
-                pass
+            await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
         await self.flush()
 
     async def flush(self):
@@ -118,10 +146,10 @@ class Forwarder:
         messages were sent."""
         if not self.pending and time.monotonic() - self.last_send < self.heartbeat:
             return 0
+        with self.lock:
+            taken, self.pending, self.pending_count = self.pending, deque(), 0
         events = []
-        while self.pending:
-            rows, committed = self.pending.popleft()
-            self.pending_count -= len(rows)
+        for rows, committed in taken:
             events.extend(protocol.shape_row(row, committed) for row in rows)
         chunks = [events[i:i + MAX_BATCH] for i in range(0, len(events), MAX_BATCH)] or [[]]
         sent = 0
@@ -133,9 +161,11 @@ class Forwarder:
         since = self.watermark
         if events:
             self.watermark = max(self.watermark, max(event["rx"] for event in events))
-        self._raise_floor()
-        self.seq += 1
-        message = protocol.batch(self.source, self.seq, since, self.watermark, self.floor or 0, events)
+        with self.lock:
+            self._raise_floor()
+            self.seq += 1
+            seq = self.seq
+        message = protocol.batch(self.source, seq, since, self.watermark, self.floor or 0, events)
         self.last_send = time.monotonic()
         try:
             await asyncio.wait_for(self.layer.group_send(protocol.LIVE_GROUP, message), self.send_timeout)
@@ -165,10 +195,9 @@ class Forwarder:
             _, highest = self.commits.popleft()
             self.floor = max(self.floor or 0, highest)
 
-    def _spend_batch(self, count, reason):
-        """Events that will never be sent: a batch number goes unused so receivers see a
-        gap and backfill it from the store."""
-        self.seq += 1
+    def _dropped(self, count, reason):
+        """Events that will never be sent (their batch number went unused, so receivers
+        see a gap and backfill it from the store)."""
         self.counters["dropped_events"] += count
         if not self.dropping:
             log.warning("live tail dropped %d events (%s); clients backfill them from the store", count, reason)
