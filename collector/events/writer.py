@@ -10,7 +10,7 @@ back with its id (`row.id`), so what runs after the commit (the live tail) can n
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import orjson
 from psycopg.types.json import Jsonb, set_json_dumps
@@ -75,8 +75,7 @@ WITH ins AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM rollup), (SELECT count(*) FROM topics),
-       (SELECT array_agg(id) FROM ins), (SELECT array_agg(stream) FROM ins), (SELECT array_agg(seq) FROM ins),
-       (SELECT array_agg((extract(epoch FROM ts) * 1000000)::int8) FROM ins)
+       (SELECT array_agg(id) FROM ins), (SELECT array_agg(stream) FROM ins), (SELECT array_agg(seq) FROM ins)
 """
 
 
@@ -153,27 +152,26 @@ async def write_events(conn, rows, partitions):
                 copy.set_types(_TYPES)
                 for row in rows:
                     await copy.write_row(row.copy_tuple())
-            await cur.execute(MERGE)
-            inserted, _, _, ids, streams, seqs, times = await cur.fetchone()
+            # Binary results: the three arrays of a 5,000-row batch parse several times faster.
+            await cur.execute(MERGE, binary=True)
+            inserted, _, _, ids, streams, seqs = await cur.fetchone()
         await conn.commit()
     except BaseException:
         await _rollback_quietly(conn)
         raise
     if inserted:
-        _name_new_rows(rows, ids, streams, seqs, times)
+        _name_new_rows(rows, ids, streams, seqs)
     return inserted
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def _name_new_rows(rows, ids, streams, seqs, times):
-    """Give each new row its id: RETURNING has no order, so rows are matched on their
-    unique key (broker, stream, sequence, time; one broker per batch)."""
-    found = {(stream, seq, micros): ident for ident, stream, seq, micros in zip(ids, streams, seqs, times)}
+def _name_new_rows(rows, ids, streams, seqs):
+    """Give each new row its id. RETURNING has no order, so rows are matched on (stream,
+    sequence): one message of a stream (one broker per batch), and on the core tap a
+    counter of the collector process. The broker time in the unique key only places
+    the row in its partition."""
+    found = dict(zip(zip(streams, seqs), ids))
     for row in rows:
-        ident = found.get((row.stream, row.seq, (row.ts - _EPOCH) // _MICROSECOND))
+        ident = found.get((row.stream, row.seq))
         if ident is not None:
             row.id = ident
 
