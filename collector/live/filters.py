@@ -3,6 +3,7 @@
 Pure: the forwarded events and the backfilled rows go through the same `matches`."""
 import re
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 from collector.ingest.subjects import matches as subject_matches
 
@@ -26,6 +27,13 @@ def check_pattern(pattern):
             raise BadFilter(f"subject {pattern!r}: > must be the last token")
         if token not in ("*", ">") and ("*" in token or ">" in token):
             raise BadFilter(f"subject {pattern!r}: a wildcard must be a whole token, like orders.* or orders.>")
+
+
+@lru_cache(maxsize=65_536)
+def _subject_passes(pattern, subject):
+    # Every connection of a web process checks every forwarded event, and a bus has far
+    # fewer subjects than events: remember the answers.
+    return subject_matches(pattern, subject)
 
 
 def pattern_regex(pattern):
@@ -80,7 +88,7 @@ class Filters:
 
     def matches(self, event):
         """Whether a shaped event (see `protocol.shape`) passes every filter set."""
-        if self.subject and not subject_matches(self.subject, event["subject"]):
+        if self.subject and not _subject_passes(self.subject, event["subject"]):
             return False
         if self.service and event["service"] != self.service:
             return False

@@ -13,6 +13,7 @@ the epoch) forwarded so far, and `floor` an id below every event received after
 (the id bound lets PostgreSQL walk the primary key instead of scanning the table); the
 overlap brings back some rows already seen, which are dropped by id.
 """
+import time
 from datetime import datetime, timezone
 
 import orjson
@@ -80,7 +81,8 @@ def shape_row(row, committed):
 
 def batch(source, seq, since, watermark, floor, events):
     """A channel-layer message: `since` is the watermark before this batch, so a receiver
-    that missed the previous one knows up to where to backfill."""
+    that missed the previous one knows up to where to backfill; `sent` (seconds since the
+    epoch) splits a delay into the collector's part and the web's."""
     return {
         "type": BATCH_TYPE,
         "source": source,
@@ -90,4 +92,5 @@ def batch(source, seq, since, watermark, floor, events):
         "floor": floor,
         "ids": [event["id"] for event in events],
         "events": events,
+        "sent": time.time(),
     }

@@ -8,7 +8,7 @@ browser -> server
   {"type": "credit", "n": 120}            the page has drawn 120 more events
   {"type": "summaries", "kinds": {"overview": {"seconds": 900}, "deadletters": {}}}
 server -> browser
-  {"type": "events", "events": [...], "backfill": false, "cursor": {...}}
+  {"type": "events", "events": [...], "backfill": false, "cursor": {...}, "sent": <forwarded at>}
   {"type": "events", "events": [...], "backfill": true, "missed": 0, "more": false, "cursor": {...}}
   {"type": "stats", "matching": .., "shown": .., "skipped": .., "seconds": .., "cursor": .., "interrupted": ..}
   {"type": "summary", "kind": "overview", "data": {...}}
@@ -158,7 +158,8 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
             await self.backfill(tail, window)
         shown = tail.take(message)
         if shown and tail is self.tail:
-            await self.send_json({"type": "events", "events": shown, "backfill": False, "cursor": tail.cursor()})
+            await self.send_json({"type": "events", "events": shown, "backfill": False, "cursor": tail.cursor(),
+                                  "sent": message.get("sent")})
 
     async def backfill(self, tail, window):
         limit = tail.backfill_limit(readers.BACKFILL_LIMIT)
