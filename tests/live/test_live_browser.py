@@ -71,6 +71,18 @@ def test_paused_the_page_counts_what_arrives_resumed_it_shows_it_and_clear_empti
     assert rows(page).count() == 0
 
 
+def test_the_page_keeps_at_most_its_rows_dropping_the_oldest(web, live_collector, charlie, page, nats_url):
+    prefix = unique_prefix()
+    login_by_cookie(page, web, charlie)
+    open_live(page, web, f"?subject={prefix}.>&rows=100")
+    nats_publish(nats_url, [(f"{prefix}.n{n:03d}", b"{}", None) for n in range(130)])
+    page.wait_for_selector(f"#live-rows tbody tr:has-text('{prefix}.n129')")
+    expect(rows(page)).to_have_count(100)
+    text = page.inner_text("#live-rows tbody")
+    assert f"{prefix}.n030" in text and f"{prefix}.n029" not in text, "the 30 oldest went"
+    assert page.inner_text("#live-rows tbody tr >> nth=0").count(f"{prefix}.n129") == 1, "newest on top"
+
+
 def test_when_the_web_server_goes_away_the_page_says_so_and_the_missed_events_appear_marked_after(
         web, live_collector, charlie, page, nats_url):
     prefix = unique_prefix()
