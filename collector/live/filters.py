@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 from collector.ingest.subjects import matches as subject_matches
+from collector.live.protocol import KEY, PREVIEW, SERVICE, SUBJECT, TYPE, VERSION
 
 FIELDS = ("subject", "service", "type", "version", "text")
 MAX_LENGTH = 500
@@ -88,16 +89,15 @@ class Filters:
 
     def matches(self, event):
         """Whether a shaped event (see `protocol.shape`) passes every filter set."""
-        if self.subject and not _subject_passes(self.subject, event["subject"]):
+        if self.subject and not _subject_passes(self.subject, event[SUBJECT]):
             return False
-        if self.service and event["service"] != self.service:
+        if self.service and event[SERVICE] != self.service:
             return False
-        if self.type and event["type"] != self.type:
+        if self.type and event[TYPE] != self.type:
             return False
-        if self.version and event["version"] != self.version:
+        if self.version and event[VERSION] != self.version:
             return False
         if self.text:
             needle = self.text.lower()
-            return any(needle in (event[field] or "").lower() for field in ("subject", "type", "service", "key",
-                                                                            "preview"))
+            return any(needle in event[field].lower() for field in (SUBJECT, TYPE, SERVICE, KEY, PREVIEW))
         return True

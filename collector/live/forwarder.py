@@ -160,7 +160,7 @@ class Forwarder:
     async def _send(self, events):
         since = self.watermark
         if events:
-            self.watermark = max(self.watermark, max(event["rx"] for event in events))
+            self.watermark = max(self.watermark, max(event[protocol.RX] for event in events))
         with self.lock:
             self._raise_floor()
             self.seq += 1

@@ -10,14 +10,15 @@ BACKFILL_LIMIT = 500  # rows returned at most; the others are counted
 SCAN_LIMIT = 5_000  # rows looked at at most; beyond it the count says "at least"
 STATEMENT_TIMEOUT_MS = 5_000
 
-_COLUMNS = "id, received_at, ts, subject, stream, type, version, producer, key, size, note, payload::text, " \
+_COLUMNS = "id, received_at, ts, subject, type, version, producer, key, size, note, payload::text, " \
            "substring(raw FROM 1 FOR 640)"
 
 
 def backfill(filters, lo, floor, hi=None, exclude=(), limit=BACKFILL_LIMIT, scan=SCAN_LIMIT):
     """Events received after `lo` (and up to `hi`), microseconds since the epoch, with an
     id above `floor`, passing `filters`, except the ids in `exclude`. Returns
-    `(events, missed, more)`: at most `limit` events, the newest, oldest first; how many
+    `(events, missed, more)`: at most `limit` events (shaped as forwarded), the newest,
+    oldest first; how many
     more matched and are not returned; and whether the scan stopped before the window's
     start (then `missed` is a lower bound)."""
     where = ["id > %(floor)s", "received_at > %(lo)s"]
@@ -46,13 +47,13 @@ def backfill(filters, lo, floor, hi=None, exclude=(), limit=BACKFILL_LIMIT, scan
     more = len(rows) >= scan
     matching = [event for event in map(_shape, rows) if filters.matches(event)]
     shown = matching[:limit]
-    shown.sort(key=lambda event: (event["rx"], event["id"]))
+    shown.sort(key=lambda event: (event[protocol.RX], event[protocol.ID]))
     return shown, len(matching) - len(shown), more
 
 
 def _shape(row):
-    ident, received_at, ts, subject, stream, type_, version, producer, key, size, note, payload, raw = row
-    return protocol.shape(ident, received_at, ts, subject, stream, type_, version, producer, key, size, note,
+    ident, received_at, ts, subject, type_, version, producer, key, size, note, payload, raw = row
+    return protocol.shape(ident, received_at, ts, subject, type_, version, producer, key, size, note,
                           None if payload is None else orjson.loads(payload), raw)
 
 

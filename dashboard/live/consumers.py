@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 
 from collector.live import readers
 from collector.live.filters import BadFilter, Filters
-from collector.live.protocol import BATCH_TYPE, LIVE_GROUP, OVERLAP
+from collector.live.protocol import BATCH_TYPE, LIVE_GROUP, OVERLAP, for_browser
 from collector.live.summaries import BadParams
 from dashboard.live.summaries import hub
 from dashboard.live.tail import Tail
@@ -158,8 +158,8 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
             await self.backfill(tail, window)
         shown = tail.take(message)
         if shown and tail is self.tail:
-            await self.send_json({"type": "events", "events": shown, "backfill": False, "cursor": tail.cursor(),
-                                  "sent": message.get("sent")})
+            await self.send_json({"type": "events", "events": [for_browser(e) for e in shown], "backfill": False,
+                                  "cursor": tail.cursor(), "sent": message.get("sent")})
 
     async def backfill(self, tail, window):
         limit = tail.backfill_limit(readers.BACKFILL_LIMIT)
@@ -174,8 +174,8 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
             return  # re-subscribed meanwhile
         events = tail.take_backfill(events, missed)
         if events or missed:
-            await self.send_json({"type": "events", "events": events, "backfill": True, "missed": missed,
-                                  "more": more, "cursor": tail.cursor()})
+            await self.send_json({"type": "events", "events": [for_browser(e) for e in events], "backfill": True,
+                                  "missed": missed, "more": more, "cursor": tail.cursor()})
 
     async def _tick(self):
         while True:

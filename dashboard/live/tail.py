@@ -11,7 +11,7 @@ own id lists, for the last OVERLAP of receive time only.
 import time
 from collections import deque
 
-from collector.live.protocol import OVERLAP
+from collector.live.protocol import ID, OVERLAP, RX
 
 MAX_CREDIT = 5_000  # events a browser may have outstanding, whatever it asks for
 QUIET_AFTER = 3.0  # seconds without a batch from any forwarder: the tail is interrupted
@@ -96,13 +96,22 @@ class Tail:
         events = message["events"]
         if not events:
             return []
-        matched = events if self.filters.empty else [e for e in events if self.filters.matches(e)]
+        matched = events if self.filters.empty else self._matching(message)
         if self.backfilled:
-            matched = [e for e in matched if e["id"] not in self.backfilled]
+            matched = [e for e in matched if e[ID] not in self.backfilled]
             horizon = watermark - OVERLAP
             for ident in [i for i, received in self.backfilled.items() if received < horizon]:
                 del self.backfilled[ident]
         return self._within_budget(matched)
+
+    def _matching(self, message):
+        # Every socket of the process gets the same message object: sockets with the same
+        # filters share the filtering, once per batch.
+        done = message.setdefault("_matching", {})
+        matched = done.get(self.filters)
+        if matched is None:
+            matched = done[self.filters] = [e for e in message["events"] if self.filters.matches(e)]
+        return matched
 
     def _within_budget(self, matched):
         self._refill()
@@ -133,9 +142,9 @@ class Tail:
         """Rows read from the store for a gap or a resume: sent marked, remembered so a
         batch bringing one of them later does not show it twice; `missed` (matching rows
         not returned) is counted."""
-        events = [e for e in events if e["id"] not in self.backfilled][: self.credit]
+        events = [e for e in events if e[ID] not in self.backfilled][: self.credit]
         for event in events:
-            self.backfilled[event["id"]] = event["rx"]
+            self.backfilled[event[ID]] = event[RX]
         self.credit -= len(events)
         self.counts["matching"] += len(events) + missed
         self.counts["shown"] += len(events)

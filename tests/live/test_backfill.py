@@ -10,7 +10,7 @@ from collector.db import conninfo
 from collector.events import writer as store
 from collector.live import readers
 from collector.live.filters import Filters
-from collector.live.protocol import OVERLAP, micros
+from collector.live.protocol import OVERLAP, for_browser, micros
 from collector.models import Broker
 from collector.partitions import EVENTS, Partitions
 
@@ -50,6 +50,7 @@ def test_a_row_received_earlier_but_committed_later_is_backfilled_from_a_cursor_
     assert a.id > b.id and a.received_at < b.received_at
 
     events, missed, more = readers.backfill(Filters(), micros(b.received_at) - OVERLAP, floor, exclude={b.id})
+    events = [for_browser(e) for e in events]
     assert [e["id"] for e in events] == [a.id] and (missed, more) == (0, False)
     assert events[0]["rx"] == micros(a.received_at)
 
@@ -77,7 +78,7 @@ def test_the_backfill_filters_exactly_as_the_live_tail_does(broker):
     for name, (params, expected) in cases.items():
         filters = Filters.parse(params)
         events, _, _ = readers.backfill(filters, micros(now) - OVERLAP, 0)
-        assert sorted(e["id"] for e in events) == sorted(by_seq[s] for s in expected), name
+        assert sorted(for_browser(e)["id"] for e in events) == sorted(by_seq[s] for s in expected), name
         assert all(filters.matches(e) for e in events), name
 
 
@@ -85,7 +86,7 @@ def test_the_backfill_returns_the_newest_rows_up_to_its_limit_and_counts_the_oth
     now = datetime.now(timezone.utc)
     rows = commit(*[event_row(broker, n, "bf.many", now + timedelta(milliseconds=n)) for n in range(1, 31)])
     events, missed, more = readers.backfill(Filters(), micros(now) - OVERLAP, 0, limit=10)
-    assert [e["id"] for e in events] == [r.id for r in rows[-10:]], "the newest ten, oldest first"
+    assert [for_browser(e)["id"] for e in events] == [r.id for r in rows[-10:]], "the newest ten, oldest first"
     assert (missed, more) == (20, False)
     events, missed, more = readers.backfill(Filters(), micros(now) - OVERLAP, 0, limit=10, scan=15)
     assert len(events) == 10 and missed == 5 and more, "a scan cut short says so"
@@ -96,7 +97,7 @@ def test_rows_at_or_below_the_floor_or_before_the_window_are_not_backfilled(brok
     (early,) = commit(event_row(broker, 1, "bf.w", now - timedelta(seconds=30)))
     (inside,) = commit(event_row(broker, 2, "bf.w", now))
     events, _, _ = readers.backfill(Filters(), micros(now) - OVERLAP, 0)
-    assert [e["id"] for e in events] == [inside.id]
+    assert [for_browser(e)["id"] for e in events] == [inside.id]
     events, _, _ = readers.backfill(Filters(), micros(now) - 60_000_000, inside.id)
     assert events == []
     assert early.id < inside.id

@@ -9,7 +9,7 @@ from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 
 from collector.live import forwarder as live
-from collector.live.protocol import LIVE_GROUP, OVERLAP
+from collector.live.protocol import LIVE_GROUP, OVERLAP, for_browser
 from collector.models import Event
 from runner.servers import free_port
 from tests.conftest import RunningCollector, nats_publish, run_async, wait_until
@@ -29,7 +29,7 @@ async def receive_batches(enough, timeout=20):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            events = [e for b in batches for e in b["events"]]
+            events = [for_browser(e) for b in batches for e in b["events"]]
             if enough(events):
                 return batches
             if loop.time() > deadline:
@@ -57,7 +57,7 @@ def test_committed_events_reach_the_live_group_in_a_few_batches_with_their_ids_a
 
     batches = run_async(go())
     ours = [b for b in batches if b["source"] == live_collector.collector.live.source]
-    events = [e for b in ours for e in b["events"] if e["subject"].startswith(prefix)]
+    events = [e for b in ours for e in map(for_browser, b["events"]) if e["subject"].startswith(prefix)]
     stored = dict(Event.objects.filter(subject__startswith=prefix).values_list("id", "received_at"))
     assert sorted(e["id"] for e in events) == sorted(stored), "every committed event once, with its stored id"
     assert len([b for b in ours if b["events"]]) <= count // 20, "batched, never one message per event"

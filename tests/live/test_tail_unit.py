@@ -1,10 +1,10 @@
 """Unit tests of one connection's tail (no socket, no store): filters, the rate cap with a
 spread sample and exact counts, credit, gap detection, de-duplication and the cursor."""
-from collector.live.filters import BadFilter, Filters
-from collector.live.protocol import OVERLAP, batch
-from dashboard.live.tail import MAX_CREDIT, Tail
-
 import pytest
+
+from collector.live.filters import BadFilter, Filters
+from collector.live.protocol import FIELDS, OVERLAP, batch, for_browser
+from dashboard.live.tail import MAX_CREDIT, Tail
 
 
 class Clock:
@@ -16,19 +16,31 @@ class Clock:
 
 
 def event(ident, rx, subject="orders.created", **fields):
-    return {"id": ident, "rx": rx, "ts": "", "subject": subject, "stream": "", "type": "", "version": "",
-            "service": "", "key": "", "size": 1, "note": "", "preview": "", "committed": None, **fields}
+    values = {"id": ident, "rx": rx, "ts": rx, "subject": subject, "type": "", "version": "", "service": "", "key": "",
+              "size": 1, "note": "", "preview": "", "committed": None, **fields}
+    return [values[name] for name in FIELDS]
+
+
+def ids(events):
+    return [for_browser(e)["id"] for e in events]
 
 
 def forwarded(seq, events, since=0, source="A", floor=0):
-    return batch(source, seq, since, max([e["rx"] for e in events] or [since]), floor, events)
+    return batch(source, seq, since, max([for_browser(e)["rx"] for e in events] or [since]), floor, events)
+
+
+def test_unit_sockets_with_the_same_filters_share_one_filtering_of_a_batch():
+    message = forwarded(1, [event(1, 10, service="shop"), event(2, 11, service="mail")])
+    first, second = (Tail(Filters.parse({"service": "shop"}), rate_cap=100, credit=100, clock=Clock()) for _ in "ab")
+    assert ids(first.take(message)) == ids(second.take(message)) == [1]
+    assert list(message["_matching"]) == [Filters(service="shop")]
 
 
 def test_unit_only_events_passing_the_filters_are_sent():
     tail = Tail(Filters.parse({"subject": "orders.*", "service": "shop"}), rate_cap=100, credit=100, clock=Clock())
     shown = tail.take(forwarded(1, [event(1, 10, service="shop"), event(2, 11, "orders.eu.x", service="shop"),
                                     event(3, 12, service="mail")]))
-    assert [e["id"] for e in shown] == [1]
+    assert ids(shown) == [1]
 
 
 def test_unit_above_the_rate_cap_a_spread_sample_is_sent_and_every_matching_event_is_counted():
@@ -36,7 +48,7 @@ def test_unit_above_the_rate_cap_a_spread_sample_is_sent_and_every_matching_even
     tail = Tail(Filters(), rate_cap=200, credit=MAX_CREDIT, clock=clock)
     shown = tail.take(forwarded(1, [event(n, n) for n in range(5300)]))
     assert len(shown) == 200
-    assert shown[0]["id"] == 0 and shown[-1]["id"] > 5000, "spread over the batch, not its first 200"
+    assert ids(shown)[0] == 0 and ids(shown)[-1] > 5000, "spread over the batch, not its first 200"
     clock.now += 0.5  # half a second refills half the cap
     assert len(tail.take(forwarded(2, [event(n, n) for n in range(6000, 7000)], since=5299))) == 100
     stats = tail.stats()
@@ -74,9 +86,9 @@ def test_unit_a_backfilled_event_that_later_comes_in_a_batch_is_not_shown_twice(
     tail = Tail(Filters(), rate_cap=1000, credit=1000, clock=Clock())
     tail.take(forwarded(1, [event(1, 10)]))
     sent = tail.take_backfill([event(5, 20), event(6, 21)], missed=2)
-    assert [e["id"] for e in sent] == [5, 6]
+    assert ids(sent) == [5, 6]
     shown = tail.take(forwarded(3, [event(6, 21), event(7, 22)], since=21))
-    assert [e["id"] for e in shown] == [7]
+    assert ids(shown) == [7]
     stats = tail.stats()
     assert (stats["matching"], stats["shown"], stats["skipped"]) == (1 + 4 + 1, 1 + 2 + 1, 2)
 
