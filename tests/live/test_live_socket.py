@@ -183,3 +183,20 @@ def test_summaries_keep_a_page_s_counters_current_without_reloading(web, live_co
     assert errors and "no live summary called 'nonsense'" in errors[0]["reason"]
     dead = next(m for m in client.other if m.get("kind") == "deadletters")["data"]
     assert dead == {"new": 0, "latest": None}
+
+
+@pytest.mark.slow
+def test_an_idle_socket_stays_open_past_the_channel_layer_s_blocking_read(web, charlie_cookie):
+    """A page that only shows summaries gets nothing from the channel layer, whose reads
+    block 5 s at a time; a read timeout as short as that (redis-py 8's default) closed
+    such sockets every five seconds."""
+    async def go():
+        async with TailClient(web, charlie_cookie) as client:
+            await client.send({"type": "summaries", "kinds": {"deadletters": {}}})
+            await client.read_until(lambda c: any(m.get("kind") == "deadletters" for m in c.other))
+            await asyncio.sleep(8)
+            await client.subscribe({"subject": "idle.>"})
+            await client.read_until(lambda c: any(m["type"] == "subscribed" for m in c.other))
+            return client
+
+    assert run_async(go()).other[-1]["filters"]["subject"] == "idle.>"
