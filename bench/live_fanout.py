@@ -1,12 +1,13 @@
 """Live fan-out benchmark: 50 websocket clients on /ws/events/ while the collector drains a
-backlog sized for ~5,000 events/s over the run. Prints (a) the collector's ingest rate
-without clients, (b) with them and the loss, the commit -> client delay (p50/p90/p99/max,
+backlog sized for ~5,000 events/s over the run. Prints the collector's ingest rate (a)
+without clients, (b) with them, (c) without again, the loss of (b) against the mean of
+(a) and (c), the commit -> client delay (p50/p90/p99/max,
 from the commit time each forwarded event carries to its arrival in a client), the web
 process's resident memory over the run, and the CPU of every process, the clients'
 included (they run in a process of their own, aiohttp's websocket client).
 
     .venv/bin/python bench/live_fanout.py [--duration 60] [--clients 50] [--filtered 25]
-                                          [--rate 5000] [--size 512]
+                                          [--rate 5000] [--size 512] [--nice 0]
 
 Runs on embedded servers of its own (under var/). Each client grants credit for what it
 drew, as the page does; half of them (`--filtered`) subscribe with a subject pattern that
@@ -232,6 +233,9 @@ def main():
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--filtered", type=int, default=25, help="clients with a subject pattern")
     parser.add_argument("--size", type=int, default=512, help="bytes per message")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="run the web process and the clients at this niceness (a diagnostic: is a loss CPU "
+                             "contention on this machine, or the collector's own work?)")
     parser.add_argument("--clients-process", nargs=4, metavar=("URL", "COOKIE", "OUT", "FILTERED"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -263,7 +267,8 @@ def main():
         django.setup()
         cookie = session_cookie()
         web_log = open(folder / "web.log", "wb")
-        web = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(web_port),
+        niced = ["nice", "-n", str(args.nice)] if args.nice else []
+        web = subprocess.Popen([*niced, sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(web_port),
                                 "dashboard.asgi:application"], cwd=ROOT, env=env, stdout=web_log,
                                stderr=subprocess.STDOUT)
         wait_for_port(web_port)
@@ -281,7 +286,7 @@ def main():
         asyncio.run(fill(bus.url, "LIVEB", count, args.size))
         out = folder / "clients.json"
         clients = subprocess.Popen(
-            [sys.executable, __file__, "--clients", str(args.clients), "--clients-process",
+            [*niced, sys.executable, __file__, "--clients", str(args.clients), "--clients-process",
              f"ws://127.0.0.1:{web_port}/ws/events/", cookie, str(out), str(args.filtered)],
             cwd=ROOT, env=env)
         time.sleep(3)  # connected and subscribed
@@ -300,8 +305,16 @@ def main():
         received = sum(r["events"] for r in results)
         connected = sum(1 for r in results if r["subscribed"])
         errors = [e for r in results for e in r["errors"]]
-        print(f"(b) collector with {connected} clients connected: {shared:,.0f} events/s ({shared_s:.0f} s); "
-              f"ingest loss {1 - shared / alone:.1%} (target < 10%)")
+        # (c) without clients again: the store has grown and the machine's load drifts, so
+        # (b) is compared with the mean of the runs around it.
+        asyncio.run(fill(bus.url, "LIVEC", count, args.size))
+        again, again_s, again_cpu = drain(env, "LIVEC", count, web.pid, [], ours)
+        baseline = (alone + again) / 2
+        print(f"(b) collector with {connected} clients connected: {shared:,.0f} events/s ({shared_s:.0f} s)")
+        print(f"(c) collector without clients again: {again:,.0f} events/s ({again_s:.0f} s)")
+        print(f"    ingest loss with clients: {1 - shared / baseline:.1%} of the mean of (a) and (c) (target < 10%); "
+              f"collector CPU per event {alone_cpu['collector'] / alone * 1e6:.0f} / "
+              f"{shared_cpu['collector'] / shared * 1e6:.0f} / {again_cpu['collector'] / again * 1e6:.0f} us (a/b/c)")
         print(f"    commit -> client delay over {len(delays):,} deliveries: p50 {percentile(delays, .5) * 1000:,.0f} ms, "
               f"p90 {percentile(delays, .9) * 1000:,.0f} ms, p99 {percentile(delays, .99) * 1000:,.0f} ms, "
               f"max {max(delays, default=float('nan')) * 1000:,.0f} ms (target p99 < 1 s)")
@@ -313,8 +326,8 @@ def main():
         print(f"    each client drew {per_client:,.0f} events/s (rate cap 200/s); counted {matching:,} matching, "
               f"{skipped:,} of them shown only as counts; backfilled {sum(r['backfilled'] for r in results):,}")
         print(f"    web (daphne) RSS over the run: {memory_line(memory)}")
-        print("    CPU, share of one core: " + ", ".join(
-            f"{name} {alone_cpu[name]:.0%} -> {shared_cpu[name]:.0%}" for name in shared_cpu)
+        print("    CPU, share of one core (a -> b -> c): " + ", ".join(
+            f"{name} {alone_cpu[name]:.0%} -> {shared_cpu[name]:.0%} -> {again_cpu[name]:.0%}" for name in shared_cpu)
             + f", clients process {clients_cpu:.0%} (all {args.clients} clients)")
         if errors:
             print(f"    client errors: {errors[:5]}")
