@@ -60,7 +60,7 @@ class BrokerAdmin(admin.ModelAdmin):
 
 @admin.register(RuntimeSettings)
 class RuntimeSettingsAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "read_only", "event_retention_days", "max_payload_bytes"]
+    list_display = ["__str__", "read_only", "event_retention_days", "max_payload_bytes", "live_rate_cap"]
 
     def has_add_permission(self, request):
         return not RuntimeSettings.objects.exists()

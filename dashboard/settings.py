@@ -129,10 +129,20 @@ TEMPLATES = [
     },
 ]
 
+# Messages that may wait on the channel layer for a web process before new ones are
+# dropped (channels_redis does so without a word, checked by the sender: the collector;
+# the live tail sees the gap and backfills it from the store).
+EVENTSCOPE_CHANNEL_CAPACITY = env_int("EVENTSCOPE_CHANNEL_CAPACITY", 100, minimum=1)
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
+        "CONFIG": {
+            # redis-py 8 reads with a 5 s socket timeout by default, the same 5 s that
+            # channels_redis blocks in BZPOPMIN: idle sockets then die every ~5 s
+            # (django/channels_redis#422). A longer read timeout still notices a dead Redis.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5}],
+            "capacity": EVENTSCOPE_CHANNEL_CAPACITY,
+        },
     }
 }
 

@@ -14,4 +14,5 @@ urlpatterns = [
     path("", include("dashboard.deadletters.urls")),
     path("", include("dashboard.lag.urls")),
     path("", include("dashboard.audit.urls")),
+    path("", include("dashboard.live.urls")),
 ]

@@ -4,7 +4,8 @@
 staging table, then INSERT ... ON CONFLICT DO NOTHING into the day-partitioned events
 table, and in the same statement the per-minute rollup and the topic list, counting
 only the rows that were really new. Idempotent: writing the same messages again (a
-redelivery after a crash between commit and ack) changes nothing.
+redelivery after a crash between commit and ack) changes nothing. Each new row comes
+back with its id (`row.id`), so what runs after the commit (the live tail) can name it.
 """
 import hashlib
 import json
@@ -54,7 +55,7 @@ WITH ins AS (
     INSERT INTO collector_event ({_NAMES})
     SELECT {_NAMES} FROM event_stage
     ON CONFLICT DO NOTHING
-    RETURNING ts, broker_id, subject, stream, coalesce(producer, '') AS producer,
+    RETURNING id, seq, ts, broker_id, subject, stream, coalesce(producer, '') AS producer,
               coalesce(type, '') AS type, coalesce(version, '') AS version, size, note IS NOT NULL AS bad
 ), rollup AS (
     INSERT INTO collector_eventrollup (minute, broker_id, subject, producer, type, version, count, bytes, errors)
@@ -76,7 +77,8 @@ WITH ins AS (
         best_effort = collector_topic.best_effort AND EXCLUDED.best_effort
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM rollup), (SELECT count(*) FROM topics)
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM rollup), (SELECT count(*) FROM topics),
+       (SELECT array_agg(id) FROM ins), (SELECT array_agg(stream) FROM ins), (SELECT array_agg(seq) FROM ins)
 """
 
 
@@ -105,6 +107,7 @@ class EventRow:
     span_id: str | None = None
     payload: object = None
     note: str | None = None
+    id: int | None = None  # set by write_events when this row was new (None: not stored yet, or a replay)
 
     def copy_tuple(self):
         return (
@@ -140,8 +143,9 @@ async def prepare(conn):
 
 
 async def write_events(conn, rows, partitions):
-    """Store `rows` in one transaction and commit. Returns how many were new.
-    Idempotent: a row already stored (same broker, stream, sequence and time) is skipped."""
+    """Store `rows` in one transaction and commit. Returns how many were new, and sets
+    `row.id` on each of those. Idempotent: a row already stored (same broker, stream,
+    sequence and time) is skipped and keeps `id` None."""
     if not rows:
         return 0
     try:
@@ -151,12 +155,15 @@ async def write_events(conn, rows, partitions):
                 copy.set_types(_TYPES)
                 for row in rows:
                     await copy.write_row(row.copy_tuple())
-            await cur.execute(MERGE)
-            inserted = (await cur.fetchone())[0]
+            # Binary results: the three arrays of a 5,000-row batch parse several times faster.
+            await cur.execute(MERGE, binary=True)
+            inserted, _, _, ids, streams, seqs = await cur.fetchone()
         await conn.commit()
     except BaseException:
         await _rollback_quietly(conn)
         raise
+    if inserted:
+        _name_new_rows(rows, ids, streams, seqs)
     return inserted
 
 
@@ -199,6 +206,18 @@ def _as_delivered(row, error):
     row.event_id = row.type = row.version = row.producer = row.key = row.trace_id = row.span_id = None
     row.subject = row.subject.replace("\x00", "\ufffd")
     row.note = f"not storable with its decoded fields or headers: {first_line(error)}".replace("\x00", "\ufffd")
+
+
+def _name_new_rows(rows, ids, streams, seqs):
+    """Give each new row its id. RETURNING has no order, so rows are matched on (stream,
+    sequence): one message of a stream (one broker per batch), and on the core tap a
+    counter of the collector process. The broker time in the unique key only places
+    the row in its partition."""
+    found = dict(zip(zip(streams, seqs), ids))
+    for row in rows:
+        ident = found.get((row.stream, row.seq))
+        if ident is not None:
+            row.id = ident
 
 
 async def _rollback_quietly(conn):

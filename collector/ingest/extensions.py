@@ -2,9 +2,10 @@
 Each capability that needs a part of the collector process offers one `install(collector)`."""
 from collector.deadletters import capture as deadletters
 from collector.lag import service as lag
+from collector.live import forwarder as live
 from collector.traces import service as traces
 
-INSTALLS = [traces.install, deadletters.install, lag.install]
+INSTALLS = [traces.install, deadletters.install, lag.install, live.install]
 
 
 def install_extensions(collector):

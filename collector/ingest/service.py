@@ -82,6 +82,7 @@ class Collector:
         self.decode_pool = decodepool.make_pool(decode_workers)
         self.after_commit = []  # async callables(collector, rows) run after each commit, before the ack
         self.extensions = []  # async callables(collector, stop) started beside the loop (span receivers ...)
+        self.reports = {}  # name -> callable returning a JSON-able dict, written into each heartbeat
         self.next_prune = time.monotonic() + 60
         self.clock = clock or _utcnow  # the time retention compares with (tests move it forward)
         self.retention_days = None  # event retention, read from the runtime settings when the loop starts
@@ -397,6 +398,8 @@ class Collector:
         counters = self.metrics.snapshot()
         counters["lag"] = lag
         counters.update(self.adapter.counters)
+        for name, report in self.reports.items():
+            counters[name] = report()
         counters["streams"] = {
             name: {"observed": state.observed, "retention": state.retention, "note": state.note}
             for name, state in self.adapter.streams.items()

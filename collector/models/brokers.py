@@ -1,5 +1,6 @@
 """Brokers, runtime settings, decoding rules and the collectors' heartbeats: what operators
 configure in the admin and what the collector reads to run."""
+from django.core.validators import MinValueValidator
 from django.db import models
 
 from collector.secrets import redact_url
@@ -40,6 +41,10 @@ class RuntimeSettings(models.Model):
     )
     exclude_subjects = models.TextField(
         blank=True, default="", help_text="Subject patterns never captured, one a line."
+    )
+    live_rate_cap = models.PositiveIntegerField(
+        default=200, validators=[MinValueValidator(1)],
+        help_text="Events a second one live page is sent at most; above it the page gets a sample and exact counts.",
     )
 
     class Meta:

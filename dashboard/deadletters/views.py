@@ -19,6 +19,7 @@ from collector.deadletters import claims
 from collector.deadletters import readers as dlq_readers
 from collector.deadletters.follow import FOLLOW_GIVE_UP
 from collector.keyset import BadFilter
+from collector.live import summaries as live_summaries
 from collector.models import AuditEntry, DeadLetter, RetryAttempt, RetryJob, RuntimeSettings
 from collector.roles import has_role
 from dashboard.deadletters import tasks as tasks_dlq
@@ -88,6 +89,7 @@ def dlq_list(request):
         params.pop("before")
         newest = params.urlencode()
     return render(request, "deadletters/dlq.html", {
+        "new_count": live_summaries.new_dead_letters(), "latest_death": live_summaries.latest_death(),
         "letters": rows, "more": more, "older": older, "newest": newest, "filters": filters, "summary": summary,
         "reasons": DeadLetter.Reason.choices, "statuses": DeadLetter.Status.choices, "can_act": may_act(request.user),
         "window_query": request.window.absolute_query(),

@@ -5,6 +5,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.http import urlencode
 
 from collector.events import readers
+from collector.live.summaries import new_dead_letters
 from dashboard.presenters import sparkline_points, window_json
 
 
@@ -12,7 +13,8 @@ def overview(request):
     busiest, _ = readers.topics(request.window, sort="count", limit=10)
     for topic in busiest:
         topic["spark_points"] = sparkline_points(topic["spark"])
-    return render(request, "overview/overview.html", {"stats": readers.overview(request.window), "busiest": busiest})
+    return render(request, "overview/overview.html", {"stats": readers.overview(request.window), "busiest": busiest,
+                                                      "dead_letters_new": new_dead_letters()})
 
 
 def search(request):

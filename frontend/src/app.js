@@ -4,6 +4,8 @@
 import { initConfirm } from "./confirm.js";
 import { initCopyButtons } from "./copy.js";
 import { initLagChart } from "./lagchart.js";
+import { initLiveTail } from "./live.js";
+import { initLiveSummaries } from "./livesummary.js";
 import { initAutoRefresh } from "./refresh.js";
 import { initRelativeTimes } from "./reltime.js";
 import { initSortableTables } from "./sortable.js";
@@ -24,6 +26,8 @@ const behaviours = {
   sparklines: drawSparklines,
   waterfall: initWaterfall,
   "lag chart": initLagChart,
+  "live tail": initLiveTail,
+  "live summaries": initLiveSummaries,
 };
 
 function start() {
