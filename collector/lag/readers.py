@@ -174,7 +174,7 @@ def history(consumer_, window):
     if resolution == "raw":
         sql = """
             SELECT extract(epoch FROM at), pending + ack_pending,
-                   CASE WHEN oldest_ts IS NOT NULL THEN extract(epoch FROM at - oldest_ts)
+                   CASE WHEN oldest_ts IS NOT NULL THEN greatest(extract(epoch FROM at - oldest_ts), 0)
                         WHEN pending IS NOT NULL THEN 0 END,
                    pending, ack_pending
             FROM collector_lagsample WHERE consumer_id = %s AND at >= %s AND at < %s ORDER BY at

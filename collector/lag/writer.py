@@ -282,7 +282,7 @@ async def roll_up(conn, before, since=None):
                        coalesce(sum(pending + ack_pending), 0), coalesce(max(pending + ack_pending), 0),
                        coalesce((array_agg(pending + ack_pending ORDER BY at DESC))[1], 0),
                        coalesce(max(ack_pending), 0), coalesce(max(redelivered), 0),
-                       coalesce(max(extract(epoch FROM at - oldest_ts)), 0)
+                       coalesce(max(greatest(extract(epoch FROM at - oldest_ts), 0)), 0)
                 FROM collector_lagsample
                 WHERE at >= %s AND at < %s AND consumer_id IN (SELECT id FROM collector_consumer)
                 GROUP BY 1, 2

@@ -142,7 +142,9 @@ class LagSample(models.Model):
 
     @property
     def oldest_age(self):
-        return (self.at - self.oldest_ts).total_seconds() if self.oldest_ts else (0.0 if self.pending is not None else None)
+        # A message stored during the round can carry a time a little after the round's: never negative.
+        return max(0.0, (self.at - self.oldest_ts).total_seconds()) if self.oldest_ts else (
+            0.0 if self.pending is not None else None)
 
 
 class _Rollup(models.Model):

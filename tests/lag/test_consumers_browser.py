@@ -28,7 +28,10 @@ def test_a_viewer_opens_the_consumers_then_one_consumer_and_sees_its_chart_drawn
     consumer = consumer_row(stream, "inventory")
     wait_until(lambda: Consumer.objects.get(pk=consumer.pk).lag == 12, 10, "the lag sampled")
     problems = []
-    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    # This test's server speaks HTTP only: the overview's live socket (tested against daphne in
+    # tests/live/) cannot connect here, and says so in the console; every other error counts.
+    page.on("console", lambda message: problems.append(message.text) if message.type == "error"
+            and "/ws/events/" not in message.text else None)
     page.on("pageerror", lambda error: problems.append(str(error)))
 
     browser_login(page, live_server, "charlie", "charlie-password")

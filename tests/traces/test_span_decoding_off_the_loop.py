@@ -129,5 +129,10 @@ def test_event_acks_keep_flowing_while_a_16_mb_otlp_body_decodes(spans_beside_ev
     took = answered - posted
     print(f"\n{len(body) / 2**20:.1f} MB body: decoded in {decoding:.1f} s, handled in {took:.1f} s; "
           f"{len(during)} events published meanwhile, acked after {max(waits):.2f} s at most")
-    # Decoded on the loop, an event published meanwhile waits for the whole decode.
-    assert max(waits) < decoding / 2, f"an event waited {max(waits):.1f} s for its ack"
+    # The ack latency of this machine, as it is now: the events published before the body.
+    before = [seq for seq, at in watch.published.items() if at < posted and seq in watch.acked]
+    assert before, "no event was acked before the body was posted"
+    usual = max(watch.acked[seq] - watch.published[seq] for seq in before)
+    # Decoded on the loop, an event published meanwhile waits for the whole decode on top.
+    assert max(waits) < usual + decoding / 2, (
+        f"an event waited {max(waits):.1f} s for its ack (usually {usual:.2f} s; the decode takes {decoding:.1f} s)")
