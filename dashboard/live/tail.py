@@ -14,7 +14,7 @@ from collections import deque
 from collector.live.protocol import ID, OVERLAP, RX
 
 MAX_CREDIT = 5_000  # events a browser may have outstanding, whatever it asks for
-QUIET_AFTER = 3.0  # seconds without a batch from any forwarder: the tail is interrupted
+QUIET_AFTER = 5.0  # seconds without a batch (heartbeats come every second): the tail is interrupted
 FORGET_AFTER = 30.0  # seconds without a batch from a forwarder: it is gone (restarted)
 
 
