@@ -27,20 +27,21 @@ from datetime import datetime, timezone
 import psycopg
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.utils import timezone as dj_timezone
 
 from collector import decoders
 from collector.brokers.nats import NatsAdapter
 from collector.db import WriterConnection, is_outage
 from collector.events import writer as store
-from collector.events.retention import expiry, prune
+from collector.events.retention import expiry
 from collector.ingest import decodepool
+from collector.ingest.configuration import event_retention_days, load_configuration  # noqa: F401 (callers import it here)
 from collector.ingest.bounded import MessageQueue
 from collector.ingest.faults import Faults
+from collector.ingest.heartbeat import Heartbeat
 from collector.ingest.metrics import Metrics
 from collector.ingest.rulebook import RuleBook
 from collector.ingest.stall import StallWatch
-from collector.ingest.subjects import Scope, parse_patterns
+from collector.ingest.subjects import Scope
 from collector.partitions import EVENTS, no_partition
 from collector.waits import pause
 
@@ -54,14 +55,13 @@ QUEUE_BYTES = 64 * 1024 * 1024  # payload held at once: queued, or in a batch no
 STOP_GRACE = 3.0  # seconds a stop waits for the batches in hand
 CLOSE_TIMEOUT = 2.0  # seconds each clean-up step may take once stopping
 WRITERS = 2
-HEARTBEAT_SECONDS = 5.0
 
 
 class Abandoned(Exception):
     """A stop arrived while the database was down: the batch stays unacked on the broker."""
 
 
-class Collector:
+class Collector(Heartbeat):
     def __init__(self, broker, rules=None, scope=None, max_payload=1024 * 1024, metrics=None, name=None,
                  decode_workers=0, clock=None):
         self.broker = broker  # collector.models.Broker
@@ -260,7 +260,7 @@ class Collector:
             if not await self.adapter.connect(stop):
                 return
             try:
-                self.retention_days = await database_sync_to_async(_event_retention_days)()
+                self.retention_days = await database_sync_to_async(event_retention_days)()
             except Exception as error:  # the heartbeat reads it again every few seconds
                 log.warning("event retention not read (%s); messages are stored whatever their age until it is",
                             error)
@@ -354,70 +354,9 @@ class Collector:
             await self.commit_batch(*item, link=link)
             self.queue.release(item[0])
 
-    async def _heartbeat(self, stop):
-        while not stop.is_set():
-            try:
-                progress = await self.adapter.observer_progress()
-                lag = sum(pending for _, pending in progress.values())
-                self.metrics.lag.set(lag)
-                self.watch_progress(progress)
-                await database_sync_to_async(self.write_heartbeat)(lag)
-                # Operators edit rules and scope in the admin while this runs.
-                _, self.rules, self.scope, self.max_payload = await database_sync_to_async(load_configuration)()
-                self.retention_days = await database_sync_to_async(_event_retention_days)()
-                if time.monotonic() >= self.next_prune:
-                    # Retention as a side effect of normal work: whole partitions, once an hour.
-                    self.next_prune = time.monotonic() + 3600
-                    dropped = await database_sync_to_async(prune)(now=self.clock())
-                    if dropped:
-                        for link in self.links:
-                            link.partitions.forget()
-                        log.info("retention dropped %s", ", ".join(dropped))
-            except Exception as error:  # a missed heartbeat is logged, the next one tries again
-                log.warning("heartbeat failed: %s", error)
-            await pause(stop, HEARTBEAT_SECONDS)
-
-    def watch_progress(self, progress):
-        """Note whether the observers' ack floors move (see `collector.ingest.stall`)."""
-        reason, since = self.stall.observe(progress)
-        if reason and not self.stalled:
-            log.error("collector stalled: %s", reason)
-        elif self.stalled and not reason:
-            log.warning("collector no longer stalled")
-        self.stalled, self.stalled_since = reason, since
-
-    def forget_heartbeat(self):
-        """A clean stop removes this process from the collector list (a crashed one shows as down)."""
-        from collector.models import CollectorHeartbeat
-
-        CollectorHeartbeat.objects.filter(name=self.name).delete()
-
-    def write_heartbeat(self, lag=0):
-        from collector.models import CollectorHeartbeat
-
-        counters = self.metrics.snapshot()
-        counters["lag"] = lag
-        counters.update(self.adapter.counters)
-        for name, report in self.reports.items():
-            counters[name] = report()
-        counters["streams"] = {
-            name: {"observed": state.observed, "retention": state.retention, "note": state.note}
-            for name, state in self.adapter.streams.items()
-        }
-        CollectorHeartbeat.objects.update_or_create(
-            name=self.name, defaults={"started": self.started, "beat": dj_timezone.now(), "counters": counters,
-                                      "stalled": self.stalled, "stalled_since": self.stalled_since},
-        )
-
 
 def _utcnow():
     return datetime.now(timezone.utc)
-
-
-def _event_retention_days():
-    from collector.models import RuntimeSettings
-
-    return RuntimeSettings.load().event_retention_days
 
 
 async def _bounded(awaitable, what, timeout=CLOSE_TIMEOUT):
@@ -444,16 +383,3 @@ def _clean_headers(headers):
     if not any("\x00" in k or "\x00" in v for k, v in headers.items()):
         return headers
     return {str(k).replace("\x00", "\ufffd"): str(v).replace("\x00", "\ufffd") for k, v in headers.items()}
-
-
-def load_configuration():
-    """The broker from NATS_URL (mirrored read-only into the admin) and the runtime settings."""
-    from collector.models import Broker, DecodingRule, RuntimeSettings
-
-    broker, _ = Broker.objects.update_or_create(
-        name="nats", defaults={"kind": "nats", "url": settings.NATS_URL, "from_env": True, "enabled": True}
-    )
-    runtime = RuntimeSettings.load()
-    scope = Scope(parse_patterns(runtime.include_subjects), parse_patterns(runtime.exclude_subjects))
-    rules = RuleBook(DecodingRule.objects.filter(enabled=True))
-    return broker, rules, scope, runtime.max_payload_bytes

@@ -5,7 +5,7 @@ import uuid
 import psycopg
 
 from collector.db import conninfo
-from collector.ingest import service
+from collector.ingest import heartbeat as heartbeat_module
 from collector.ingest.stall import StallWatch
 from collector.models import CollectorHeartbeat, Event
 from tests.conftest import nats_publish, wait_until
@@ -42,7 +42,7 @@ def test_a_collector_whose_ack_floor_stops_with_messages_pending_is_stalled_and_
     "stalled" with the reason, and /healthz answers 503 with the collector down. Once the lock
     goes, the backlog is stored and the collector is up again."""
     settings.COLLECTOR_STALL_SECONDS = 2
-    monkeypatch.setattr(service, "HEARTBEAT_SECONDS", 0.3)
+    monkeypatch.setattr(heartbeat_module, "HEARTBEAT_SECONDS", 0.3)
     stream = f"STALL{uuid.uuid4().hex[:6].upper()}"
     subject = f"{stream.lower()}.n"
     running = run_collector()
