@@ -36,7 +36,7 @@ def test_a_consumer_that_stops_acking_grows_then_drains_to_zero_with_a_finite_es
     grown = samples(consumer)
     assert [s.lag for s in grown if s.lag is not None] == sorted(s.lag for s in grown if s.lag is not None)
     ages = [s.oldest_age for s in grown if s.lag]
-    assert ages[-1] > ages[0] > 0
+    assert ages[-1] > ages[0] >= 0  # rising, never negative (the first sample may be taken as the first message lands)
     stored_first = js(nats_url, lambda j, nc: j.get_msg(stream, first.seq))
     assert {s.oldest_source for s in grown if s.lag} <= {"store", "stream"}
     assert all(abs((s.oldest_ts - _time(stored_first)).total_seconds()) < 0.001 for s in grown if s.lag)
