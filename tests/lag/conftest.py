@@ -96,7 +96,9 @@ class Puller:
         self.thread.join(5)
 
 
-def consumer_row(stream, name, timeout=15):
+def consumer_row(stream, name, timeout=40):
+    # A round covers every consumer the whole test run left on the shared server; on a loaded
+    # machine the first rounds of a new collector take several seconds each.
     return wait_until(lambda: Consumer.objects.filter(stream=stream, name=name).first(), timeout,
                       f"consumer {stream}/{name} sampled")
 
