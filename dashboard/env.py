@@ -192,6 +192,21 @@ def celery_redis_url(url):
     return f"redis+socket://{parts.netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
+def env_hostports(name):
+    """An optional comma-separated list of host:port (Kafka's bootstrap servers); a
+    `kafka://` prefix is taken off. Returns "host:port,host:port" or None."""
+    value = _raw(name, None)
+    if value is None:
+        return None
+    text = value.removeprefix("kafka://")
+    entries = [part.strip() for part in text.split(",")]
+    for entry in entries:
+        host, colon, port = entry.rpartition(":")
+        if not entry or not colon or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{name}={value!r}: each entry must be host:port (e.g. kafka1:9092,kafka2:9092)")
+    return ",".join(entries)
+
+
 def env_file(name):
     """An optional path that must exist when given (credentials, CA files)."""
     value = _raw(name, None)

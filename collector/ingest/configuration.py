@@ -24,3 +24,16 @@ def event_retention_days():
     from collector.models import RuntimeSettings
 
     return RuntimeSettings.load().event_retention_days
+
+
+def kafka_broker():
+    """The cluster KAFKA_BOOTSTRAP_SERVERS names, mirrored read-only into the admin as the
+    broker `kafka`; None when it is not set."""
+    from collector.models import Broker
+
+    if not settings.KAFKA_BOOTSTRAP_SERVERS:
+        return None
+    broker, _ = Broker.objects.update_or_create(
+        name="kafka", defaults={"kind": "kafka", "url": f"kafka://{settings.KAFKA_BOOTSTRAP_SERVERS}",
+                                "from_env": True, "enabled": True})
+    return broker

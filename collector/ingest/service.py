@@ -74,8 +74,14 @@ class Collector(Heartbeat):
         self.links = [WriterConnection(store.prepare, EVENTS) for _ in range(WRITERS)]
         # nats-py buffers at most what the queue holds, per subscription: a stream's flow
         # control window (32 MB at most) always fits, so nothing it sends is dropped.
-        self.adapter = NatsAdapter(broker.url, self.queue.put, settings.NATS_CREDS, settings.NATS_TLS_CA,
-                                   pending_bytes=QUEUE_BYTES)
+        if broker.kind == "kafka":
+            from collector.brokers import kafka
+
+            self.adapter = kafka.KafkaAdapter(broker.url, self.queue.put, settings.EVENTSCOPE_CONSUMER,
+                                              kafka.client_options(broker.url), broker=broker)
+        else:
+            self.adapter = NatsAdapter(broker.url, self.queue.put, settings.NATS_CREDS, settings.NATS_TLS_CA,
+                                       pending_bytes=QUEUE_BYTES)
         self.started = datetime.now(timezone.utc)
         self.stop = asyncio.Event()
         self.listening = False  # subscribed to everything it taps
@@ -107,9 +113,13 @@ class Collector(Heartbeat):
             ts=message.ts, received_at=message.received_at, broker_id=self.broker.id, subject=message.subject,
             stream=message.stream, seq=message.seq, headers=headers, raw=kept, size=len(data),
             truncated=truncated, sha256=digest, format=decoded.format, event_id=decoded.event_id,
-            type=decoded.type, version=decoded.version, producer=decoded.producer, key=decoded.key,
+            type=decoded.type, version=decoded.version, producer=decoded.producer, key=self._key(message, decoded),
             trace_id=decoded.trace_id, span_id=decoded.span_id, payload=payload, note=note,
         )
+
+    def _key(self, message, decoded):
+        # A Kafka record's own key is the message's key; elsewhere the decoder finds one.
+        return getattr(message, "key", None) or decoded.key
 
     def decode_batch(self, messages, decoded=None):
         """Rows for the messages inside the capture scope."""

@@ -12,7 +12,7 @@ class Broker(models.Model):
     """A bus the collector taps. Brokers named by environment variables are
     mirrored here read-only (`from_env`); more can be added in the admin."""
 
-    KINDS = [("nats", "NATS"), ("rabbitmq", "RabbitMQ")]
+    KINDS = [("nats", "NATS"), ("rabbitmq", "RabbitMQ"), ("kafka", "Kafka")]
     name = models.SlugField(max_length=64, unique=True)
     kind = models.CharField(max_length=16, choices=KINDS, default="nats")
     url = models.CharField(max_length=500, help_text="Connection URL; a password in it is never shown back.")
