@@ -1,5 +1,5 @@
 """What a sampler reads from a broker, in terms that do not depend on the broker: a
-JetStream consumer today, a RabbitMQ queue or a Kafka consumer group later."""
+JetStream consumer, a Kafka consumer group on a topic (a RabbitMQ queue later)."""
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -38,6 +38,10 @@ class ConsumerReading:
     last_active: datetime | None  # last acknowledgement moving the floor
     delivered_active: datetime | None
     observer: bool = False
+    # A source that finds the oldest unprocessed message itself (Kafka: per partition) says
+    # so, and gives (time, source) or None in `oldest`.
+    own_oldest: bool = False
+    oldest: tuple | None = None
 
     @property
     def lag(self):

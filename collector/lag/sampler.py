@@ -233,9 +233,14 @@ class Sampler:
         floor that matches its filter and that it did not give up on. From the store where it
         holds every message from the floor to that one, else from the stream (direct get);
         never guessed. Unchanged floors reuse the last answer."""
-        wanted = []
+        wanted, found_by_source = [], {}
         for reading in readings:
             ident = registry[(reading.stream, reading.name)].id
+            if reading.own_oldest:
+                self.oldest.pop(ident, None)
+                if reading.lag and reading.oldest:
+                    found_by_source[ident] = reading.oldest
+                continue
             if not reading.lag:
                 self.oldest.pop(ident, None)
                 continue
@@ -246,6 +251,7 @@ class Sampler:
                 continue
             wanted.append((ident, reading, floor))
         answers = {ident: (cached[2], cached[3]) for ident, cached in self.oldest.items()}
+        answers.update(found_by_source)
         if not wanted:
             return answers
         dead = await writer.dead_sequences(conn, self.broker_id, [(r.stream, r.name, floor) for _, r, floor in wanted])

@@ -131,7 +131,7 @@ async def sample_lag(collector, stop):
                 if lag_settings.enabled and await link.hold():
                     if sampler is None:
                         log.info("lag sampler: %s samples every %s s", collector.name, interval)
-                        sampler = Sampler(collector.broker.id, JetStreamSource(collector.adapter.nc), collector.name)
+                        sampler = Sampler(collector.broker.id, source_for(collector.adapter), collector.name)
                     lag_round, crossings = await sampler.sample(link.conn, link.partitions)
                     collector.lag_sampler = sampler
                     collector.lag_gauges.show(collector.broker.name, sampler.latest)
@@ -142,22 +142,43 @@ async def sample_lag(collector, stop):
                         if dropped:
                             log.info("lag retention dropped %s", ", ".join(dropped))
                 elif sampler is not None or not lag_settings.enabled:
-                    sampler = collector.lag_sampler = None
+                    sampler = collector.lag_sampler = await _closed(sampler)
                     collector.lag_gauges.clear()
             except (psycopg.OperationalError, psycopg.InterfaceError) as error:
                 log.warning("lag sampler: database unavailable (%s); the lock is released, retrying", error)
-                sampler = collector.lag_sampler = None
+                sampler = collector.lag_sampler = await _closed(sampler)
                 await link.close()
             except asyncio.CancelledError:
                 raise
             except Exception:  # one bad round must not end sampling; a fresh connection starts clean
                 log.exception("lag sampling round failed")
-                sampler = collector.lag_sampler = None
+                sampler = collector.lag_sampler = await _closed(sampler)
                 await link.close()
             await pause(stop, max(0.2, interval - (time.monotonic() - began)))
     finally:
         collector.lag_gauges.clear()
+        await _closed(sampler)
         await link.close()
+
+
+async def _closed(sampler):
+    """Close what a sampler's source holds open (a Kafka source has a client); None."""
+    close = getattr(getattr(sampler, "source", None), "close", None)
+    if close is not None:
+        try:
+            await close()
+        except Exception:  # closing a client whose broker is gone
+            log.debug("closing a lag source failed", exc_info=True)
+    return None
+
+
+def source_for(adapter):
+    """The sampler's source for a broker adapter."""
+    if getattr(adapter, "kind", "nats") == "kafka":
+        from collector.lag.kafka import KafkaSource
+
+        return KafkaSource(adapter)
+    return JetStreamSource(adapter.nc)
 
 
 def install(collector):
