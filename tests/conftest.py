@@ -113,6 +113,7 @@ class RunningCollector:
 
         broker, rules, scope, max_payload = load_configuration()
         options.setdefault("max_payload", max_payload)
+        broker = options.pop("brokers", None) or broker  # several: one adapter each, the NATS one first
         self.collector = Collector(broker, rules=rules, scope=scope, **options)
         for install in installs:  # extensions, as the collect command installs them
             install(self.collector)
