@@ -42,7 +42,7 @@ def kafka_topics(bootstrap, topics):
 
 
 def kafka_produce(bootstrap, records):
-    """Produce [(topic, key, value, headers)] (headers a list of (name, bytes)); returns the
+    """Produce [(topic, key, value, headers[, timestamp ms])] (headers a list of (name, bytes)); returns the
     record metadata of each (topic, partition, offset, timestamp)."""
     from aiokafka import AIOKafkaProducer
 
@@ -50,8 +50,8 @@ def kafka_produce(bootstrap, records):
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
         await producer.start()
         try:
-            futures = [await producer.send(topic, value, key=key, headers=headers or None)
-                       for topic, key, value, headers in records]
+            futures = [await producer.send(topic, value, key=key, headers=headers or None, timestamp_ms=when)
+                       for topic, key, value, headers, when in ((*r, None)[:5] for r in records)]
             return [await future for future in futures]
         finally:
             await producer.stop()
@@ -149,15 +149,15 @@ def browser_login(page, live_server, username, password):
 class RunningCollector:
     """A collector running in a thread with its own event loop, as `manage.py collect` runs it."""
 
-    def __init__(self, installs=(), broker=None, **options):
+    def __init__(self, installs=(), **options):
         import asyncio
         import threading
 
         from collector.ingest.service import Collector, load_configuration
 
-        nats_broker, rules, scope, max_payload = load_configuration()
-        broker = broker or nats_broker
+        broker, rules, scope, max_payload = load_configuration()
         options.setdefault("max_payload", max_payload)
+        broker = options.pop("brokers", None) or broker  # several: one adapter each, the NATS one first
         self.collector = Collector(broker, rules=rules, scope=scope, **options)
         for install in installs:  # extensions, as the collect command installs them
             install(self.collector)

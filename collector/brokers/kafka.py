@@ -152,7 +152,8 @@ class KafkaMessage:
     offset: int = 0
     key: str | None = None
     reply: None = None
-    broker: object = None
+    source: object = None  # the adapter it came from (set by the collector)
+    token: object = None
 
 
 class StreamState:
@@ -199,6 +200,14 @@ class PartitionLedger:
         return moved
 
 
+def adapter_for(broker, deliver, pending_bytes):
+    """The adapter of a `Broker` row of kind kafka (see `collector.brokers.make_adapter`).
+    The client's own fetch buffer is bounded by its fetch sizes, not by `pending_bytes`."""
+    from django.conf import settings
+
+    return KafkaAdapter(broker.url, deliver, settings.EVENTSCOPE_CONSUMER, client_options(broker.url), broker=broker)
+
+
 class KafkaAdapter:
     """One Kafka cluster: the tap (a consumer in the collector's group, every topic) and an
     admin client for the lag sampler and dead letters."""
@@ -206,6 +215,7 @@ class KafkaAdapter:
     kind = "kafka"
 
     def __init__(self, url, deliver, group="eventscope", options=None, broker=None):
+        """`deliver`: async callable(KafkaMessage); `options`: aiokafka security options."""
         self.url = url
         self.bootstrap = bootstrap_of(url)
         self.deliver = deliver  # async callable(KafkaMessage)
@@ -306,7 +316,7 @@ class KafkaAdapter:
             subject=record.topic, stream=record.topic, seq=position(record.partition, record.offset),
             ts=broker_time(record.timestamp, now), received_at=now, headers=headers_of(record.headers),
             data=record.value if record.value is not None else b"", partition=record.partition, offset=record.offset,
-            key=as_text(record.key), broker=self.broker)
+            key=as_text(record.key))
 
     # --- acknowledging ---------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import nats
 from nats.js import api
 from nats.js.errors import NotFoundError
 
+from collector.brokers import RawMessage
 from collector.ingest.subjects import PatternSet
 from collector.secrets import redact_text, redact_url
 from collector.waits import pause
@@ -33,18 +34,6 @@ STALLED = "Nats-Consumer-Stalled"
 TAP_PENDING_BYTES = 16 * 1024 * 1024
 STREAM_CHANGES = (".STREAM.CREATED.", ".STREAM.DELETED.", ".STREAM.UPDATED.")
 CAPTURED_CACHE = 100_000  # subjects remembered; past it the memory starts again
-
-
-@dataclass(slots=True)
-class RawMessage:
-    subject: str
-    stream: str  # "" for the core tap
-    seq: int  # stream sequence, or a receive counter on the core tap
-    ts: datetime  # broker time (JetStream) or receive time
-    received_at: datetime
-    headers: dict | None
-    data: bytes
-    reply: str | None = None  # the ack subject of a JetStream delivery
 
 
 @dataclass

@@ -22,7 +22,7 @@ class Heartbeat:
     async def _heartbeat(self, stop):
         while not stop.is_set():
             try:
-                progress = await self.adapter.observer_progress()
+                progress = await self.taps.progress()
                 lag = sum(pending for _, pending in progress.values())
                 self.metrics.lag.set(lag)
                 self.watch_progress(progress)
@@ -67,8 +67,9 @@ class Heartbeat:
             counters[name] = report()
         counters["streams"] = {
             name: {"observed": state.observed, "retention": state.retention, "note": state.note}
-            for name, state in self.adapter.streams.items()
+            for name, state in getattr(self.adapter, "streams", {}).items()
         }
+        counters["brokers"] = self.taps.report()
         CollectorHeartbeat.objects.update_or_create(
             name=self.name, defaults={"started": self.started, "beat": dj_timezone.now(), "counters": counters,
                                       "stalled": self.stalled, "stalled_since": self.stalled_since},

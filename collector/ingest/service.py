@@ -1,7 +1,11 @@
 """The collector process: broker adapters feed raw messages in, the decoder and the
 store writer turn them into rows, and only a committed batch is acked.
 
-    broker ──▶ queue ──▶ batch ──▶ decode ──▶ COPY + merge ──▶ commit ──▶ ack
+    brokers ──▶ queue ──▶ batch ──▶ decode ──▶ COPY + merge ──▶ commit ──▶ ack (each to its adapter)
+
+It runs one adapter per enabled broker (`collector.ingest.taps`), all feeding the same
+queue and writers; each message carries the adapter it came from, so its row gets that
+broker's id and its ack goes back to that adapter.
 
 If the database is down the batch is retried with growing waits and nothing is acked,
 so the broker keeps (and later redelivers) every message. A row the database refuses is
@@ -29,19 +33,23 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from collector import decoders
-from collector.brokers.nats import NatsAdapter
 from collector.db import WriterConnection, is_outage
 from collector.events import writer as store
 from collector.events.retention import expiry
 from collector.ingest import decodepool
-from collector.ingest.configuration import event_retention_days, load_configuration  # noqa: F401 (callers import it here)
 from collector.ingest.bounded import MessageQueue
+from collector.ingest.configuration import (  # noqa: F401 (callers import them here)
+    event_retention_days,
+    load_brokers,
+    load_configuration,
+)
 from collector.ingest.faults import Faults
 from collector.ingest.heartbeat import Heartbeat
 from collector.ingest.metrics import Metrics
 from collector.ingest.rulebook import RuleBook
 from collector.ingest.stall import StallWatch
 from collector.ingest.subjects import Scope
+from collector.ingest.taps import Taps, close_all
 from collector.partitions import EVENTS, no_partition
 from collector.waits import pause
 
@@ -64,7 +72,8 @@ class Abandoned(Exception):
 class Collector(Heartbeat):
     def __init__(self, broker, rules=None, scope=None, max_payload=1024 * 1024, metrics=None, name=None,
                  decode_workers=0, clock=None):
-        self.broker = broker  # collector.models.Broker
+        """`broker`: one `collector.models.Broker`, or a list of them (one adapter each)."""
+        brokers = list(broker) if isinstance(broker, (list, tuple)) else [broker]
         self.rules = rules or RuleBook()
         self.scope = scope or Scope()
         self.max_payload = max_payload
@@ -74,14 +83,9 @@ class Collector(Heartbeat):
         self.links = [WriterConnection(store.prepare, EVENTS) for _ in range(WRITERS)]
         # nats-py buffers at most what the queue holds, per subscription: a stream's flow
         # control window (32 MB at most) always fits, so nothing it sends is dropped.
-        if broker.kind == "kafka":
-            from collector.brokers import kafka
-
-            self.adapter = kafka.KafkaAdapter(broker.url, self.queue.put, settings.EVENTSCOPE_CONSUMER,
-                                              kafka.client_options(broker.url), broker=broker)
-        else:
-            self.adapter = NatsAdapter(broker.url, self.queue.put, settings.NATS_CREDS, settings.NATS_TLS_CA,
-                                       pending_bytes=QUEUE_BYTES)
+        self.taps = Taps(brokers, self.queue, pending_bytes=QUEUE_BYTES)
+        self.adapter = self.taps.primary  # the NATS adapter the JetStream extensions use
+        self.broker = self.adapter.broker  # its collector.models.Broker
         self.started = datetime.now(timezone.utc)
         self.stop = asyncio.Event()
         self.listening = False  # subscribed to everything it taps
@@ -110,7 +114,8 @@ class Collector(Heartbeat):
             payload = None
             note = (note + "; " if note else "") + f"payload of {len(data)} bytes stored truncated to {len(kept)}"
         return store.EventRow(
-            ts=message.ts, received_at=message.received_at, broker_id=self.broker.id, subject=message.subject,
+            ts=message.ts, received_at=message.received_at, broker_id=(message.source or self.adapter).broker.id,
+            subject=message.subject,
             stream=message.stream, seq=message.seq, headers=headers, raw=kept, size=len(data),
             truncated=truncated, sha256=digest, format=decoded.format, event_id=decoded.event_id,
             type=decoded.type, version=decoded.version, producer=decoded.producer, key=self._key(message, decoded),
@@ -152,7 +157,7 @@ class Collector(Heartbeat):
             # Extensions (dead letters ...) see each committed batch before it is acked,
             # expired rows included: a dead letter is kept by its own retention.
             await self._run_hook(hook, rows)
-        await self.adapter.ack(messages)
+        await self.taps.ack(messages)
         self.metrics.stored.inc(inserted)
         self.metrics.duplicates.inc(len(kept) - inserted)
         if expired:
@@ -275,6 +280,8 @@ class Collector(Heartbeat):
                 log.warning("event retention not read (%s); messages are stored whatever their age until it is",
                             error)
             await self.adapter.start()
+            self.taps.ready[self.broker.name] = True
+            tasks += [asyncio.create_task(self.taps.run_other(adapter, stop)) for adapter in self.taps.others]
             tasks += [asyncio.create_task(self._extension(start, stop)) for start in self.extensions]
             self.listening = True
             tasks.append(asyncio.create_task(self._heartbeat(stop)))
@@ -342,7 +349,7 @@ class Collector(Heartbeat):
                 task.cancel()
         if self.decode_pool is not None:
             self.decode_pool.shutdown(wait=False, cancel_futures=True)
-        await _bounded(self.adapter.close(), "closing the NATS connection")
+        await close_all(self.taps.adapters, _bounded)
         for link in self.links:
             await _bounded(link.close(), "closing a database connection")
         await _bounded(database_sync_to_async(self.forget_heartbeat)(), "removing the heartbeat")

@@ -67,24 +67,25 @@ class LagGauges:
     ]
 
     def __init__(self, registry):
-        self.broker, self.latest = None, {}
+        self.latest = {}  # broker name -> {(stream, consumer): figures}
         registry.register(self)
 
     def show(self, broker, latest):
-        self.broker, self.latest = broker, latest
+        self.latest = {**self.latest, broker: latest}
 
     def clear(self):
-        self.broker, self.latest = None, {}
+        self.latest = {}
 
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
 
-        latest = dict(self.latest)
+        brokers = dict(self.latest)
         for name, documentation, key in self.GAUGES:
             family = GaugeMetricFamily(name, documentation, labels=["broker", "stream", "consumer"])
-            for (stream, consumer), values in latest.items():
-                if not values["observer"]:
-                    family.add_metric([self.broker, stream, consumer], values[key])
+            for broker, latest in brokers.items():
+                for (stream, consumer), values in dict(latest).items():
+                    if not values["observer"]:
+                        family.add_metric([broker, stream, consumer], values[key])
             yield family
 
     def describe(self):
@@ -117,9 +118,10 @@ async def notify(conn, broker, crossings):
 
 
 async def sample_lag(collector, stop):
-    """The collector extension: a round every interval while this collector holds the lock."""
+    """The collector extension: a round every interval over every broker it taps that has a
+    lag source (JetStream, Kafka), while this collector holds the lock."""
     link = SamplerLink()
-    sampler = None
+    samplers = {}  # broker id -> Sampler
     next_prune = time.monotonic() + 60
     try:
         while not stop.is_set():
@@ -129,36 +131,56 @@ async def sample_lag(collector, stop):
                 lag_settings = await database_sync_to_async(_load_settings)()
                 interval = lag_settings.interval_seconds
                 if lag_settings.enabled and await link.hold():
-                    if sampler is None:
-                        log.info("lag sampler: %s samples every %s s", collector.name, interval)
-                        sampler = Sampler(collector.broker.id, source_for(collector.adapter), collector.name)
-                    lag_round, crossings = await sampler.sample(link.conn, link.partitions)
-                    collector.lag_sampler = sampler
-                    collector.lag_gauges.show(collector.broker.name, sampler.latest)
-                    await notify(link.conn, collector.broker.name, crossings)
+                    for adapter in _sampled(collector):
+                        sampler = samplers.get(adapter.broker.id)
+                        if sampler is None:
+                            log.info("lag sampler: %s samples %s every %s s", collector.name, adapter.broker.name,
+                                     interval)
+                            sampler = samplers[adapter.broker.id] = Sampler(adapter.broker.id, source_for(adapter),
+                                                                            collector.name)
+                        _, crossings = await sampler.sample(link.conn, link.partitions)
+                        collector.lag_gauges.show(adapter.broker.name, sampler.latest)
+                        await notify(link.conn, adapter.broker.name, crossings)
+                    collector.lag_sampler = samplers.get(collector.broker.id)
                     if time.monotonic() >= next_prune:
                         next_prune = time.monotonic() + PRUNE_EVERY
                         dropped = await database_sync_to_async(writer.prune)()
                         if dropped:
                             log.info("lag retention dropped %s", ", ".join(dropped))
-                elif sampler is not None or not lag_settings.enabled:
-                    sampler = collector.lag_sampler = await _closed(sampler)
+                elif samplers or not lag_settings.enabled:
+                    collector.lag_sampler = await _close_all(samplers)
                     collector.lag_gauges.clear()
             except (psycopg.OperationalError, psycopg.InterfaceError) as error:
                 log.warning("lag sampler: database unavailable (%s); the lock is released, retrying", error)
-                sampler = collector.lag_sampler = await _closed(sampler)
+                collector.lag_sampler = await _close_all(samplers)
                 await link.close()
             except asyncio.CancelledError:
                 raise
             except Exception:  # one bad round must not end sampling; a fresh connection starts clean
                 log.exception("lag sampling round failed")
-                sampler = collector.lag_sampler = await _closed(sampler)
+                collector.lag_sampler = await _close_all(samplers)
                 await link.close()
             await pause(stop, max(0.2, interval - (time.monotonic() - began)))
     finally:
         collector.lag_gauges.clear()
-        await _closed(sampler)
+        await _close_all(samplers)
         await link.close()
+
+
+def _sampled(collector):
+    """The adapters whose consumers are sampled: those with a lag source, once they tap."""
+    taps = getattr(collector, "taps", None)
+    adapters = taps.adapters if taps is not None else [collector.adapter]
+    ready = taps.ready if taps is not None else {}
+    return [a for a in adapters if getattr(a, "kind", "nats") in SOURCES
+            and (a is collector.adapter or ready.get(a.broker.name))]
+
+
+async def _close_all(samplers):
+    for sampler in samplers.values():
+        await _closed(sampler)
+    samplers.clear()
+    return None
 
 
 async def _closed(sampler):
@@ -170,6 +192,9 @@ async def _closed(sampler):
         except Exception:  # closing a client whose broker is gone
             log.debug("closing a lag source failed", exc_info=True)
     return None
+
+
+SOURCES = ("nats", "kafka")
 
 
 def source_for(adapter):

@@ -2,11 +2,16 @@
 stored once with its position, key, headers and time, topics made later are found, and
 the collector's group commits only what is stored."""
 import json
+import time
 import uuid
 
 from collector.brokers import kafka
 from collector.models import Broker, Event, Topic
 from tests.conftest import kafka_produce, kafka_topics, run_async, wait_until
+
+
+def wall_ms():
+    return int(time.time() * 1000)
 
 
 def unique(prefix):
@@ -18,7 +23,7 @@ def kafka_broker(bootstrap):
 
 
 def start_kafka_collector(run_collector, bootstrap, group, **options):
-    running = run_collector(broker=kafka_broker(bootstrap), **options)
+    running = run_collector(brokers=[kafka_broker(bootstrap)], **options)
     return running
 
 
@@ -50,16 +55,17 @@ def test_every_topic_and_partition_is_stored_once_with_its_position_key_headers_
                 json.dumps({"type": "order.created", "version": "2", "timestamp": "2026-11-30T10:00:00Z",
                             "body": {"n": i}}).encode(),
                 [("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
-                 ("binary", bytes([0, 0, 0, i]))]) for i in range(30)]
-    records += [(payments, None if i % 2 else b"\xff\xfe", b"raw bytes %d" % i, None) for i in range(10)]
+                 ("binary", bytes([0, 0, 0, i]))], wall_ms() - 60_000 + i) for i in range(30)]
+    records += [(payments, None if i % 2 else b"\xff\xfe", b"raw bytes %d" % i, None, wall_ms() - 30_000 + i)
+                for i in range(10)]
     sent = kafka_produce(kafka_bootstrap, records)
     running = start_kafka_collector(run_collector, kafka_bootstrap, group)
     wait_until(lambda: Event.objects.filter(stream__in=[orders, payments]).count() == 40, 30, "40 events")
 
-    for (topic, key, value, headers), meta in zip(records, sent):
+    for (topic, key, value, headers, when), meta in zip(records, sent):
         event = Event.objects.get(stream=topic, seq=kafka.position(meta.partition, meta.offset))
         assert event.subject == topic and bytes(event.raw) == value
-        assert int(event.ts.timestamp() * 1000) == meta.timestamp
+        assert round(event.ts.timestamp() * 1000) == when
         assert event.key == kafka.as_text(key)
         assert kafka.as_bytes(event.key) == key
         if headers:

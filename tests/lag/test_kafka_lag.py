@@ -59,7 +59,7 @@ class KafkaApp:
 def kafka_lag_collector(fast_sampling, kafka_bootstrap, settings):
     settings.EVENTSCOPE_CONSUMER = unique("eventscope")
     broker = Broker.objects.create(name=unique("kafka"), kind="kafka", url=f"kafka://{kafka_bootstrap}")
-    running = RunningCollector(installs=[lag.install], broker=broker)
+    running = RunningCollector(installs=[lag.install], brokers=[broker])
     yield running
     running.stop()
 

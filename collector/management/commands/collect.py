@@ -14,7 +14,7 @@ EXIT_TIMEOUT = 3.0  # seconds the interpreter may wait for threads once the coll
 
 
 class Command(BaseCommand):
-    help = "Run the collector: tap every NATS stream and subject into PostgreSQL."
+    help = "Run the collector: tap every enabled broker (NATS streams and subjects, RabbitMQ exchanges) into PostgreSQL."
 
     def handle(self, *args, **options):
         _return_large_blocks_to_the_system()
@@ -33,20 +33,22 @@ class Command(BaseCommand):
         from asgiref.sync import sync_to_async
 
         from collector.ingest.extensions import install_extensions
-        from collector.ingest.service import Collector, load_configuration
+        from collector.ingest.service import Collector, load_brokers, load_configuration
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             # The batch in hand is committed and acked before the process exits.
             loop.add_signal_handler(signum, stop.set)
-        broker, rules, scope, max_payload = await sync_to_async(load_configuration)()
-        collector = Collector(broker, rules=rules, scope=scope, max_payload=max_payload,
+        _, rules, scope, max_payload = await sync_to_async(load_configuration)()
+        brokers = await sync_to_async(load_brokers)()
+        collector = Collector(brokers, rules=rules, scope=scope, max_payload=max_payload,
                               decode_workers=settings.EVENTSCOPE_DECODE_WORKERS)
         try:
             install_extensions(collector)
             collector.metrics.serve(settings.EVENTSCOPE_METRICS_PORT, settings.EVENTSCOPE_METRICS_HOST)
-            log.info("collector %s starting on %s", collector.name, broker.display_url)
+            log.info("collector %s starting on %s", collector.name,
+                     ", ".join(f"{b.name} ({b.display_url})" for b in brokers))
             await collector.run(stop)
         finally:
             if collector.decode_pool is not None:  # run() shuts it down; this covers a failed start
