@@ -44,12 +44,41 @@ async def on_commit(collector, rows):
     Runs before the batch is acked, so a failure here means a redelivery, never a loss."""
     if not rows:
         return
+    kafka = _kafka_brokers(collector)
+    if kafka:
+        kafka_rows = [row for row in rows if row.broker_id in kafka]
+        rows = [row for row in rows if row.broker_id not in kafka]
+        if kafka_rows:
+            await _on_kafka_commit(collector, kafka_rows)
+        if not rows:
+            return
     rules = getattr(collector, "dlq_rules", None)
     if rules is None:
         rules = collector.dlq_rules = await database_sync_to_async(DlqRules.load)()
     candidates = [row for row in rows if rules.original_topic(row.subject) is not None]
     if candidates:
         await _until_stored(collector, database_sync_to_async(_store_dlq_rows), rules, candidates)
+
+
+def _kafka_brokers(collector):
+    """Ids of the Kafka brokers the collector taps: their dead letters follow Kafka's conventions."""
+    taps = getattr(collector, "taps", None)
+    return {a.broker.id for a in (taps.adapters if taps else []) if a.kind == "kafka"}
+
+
+async def _on_kafka_commit(collector, rows):
+    from collector.deadletters.kafka import KafkaDltRules
+
+    rules = getattr(collector, "kafka_dlt_rules", None)
+    if rules is None:
+        rules = collector.kafka_dlt_rules = await database_sync_to_async(KafkaDltRules.load)()
+    # Kafka Connect's dead-letter topic may have any name: its header says what it is.
+    # (Spring's retry topics carry kafka_dlt-* headers too, so for Spring the name decides.)
+    candidates = [row for row in rows if rules.original_topic(row.subject) is not None
+                  or "__connect.errors.topic" in (row.headers or {})]
+    for broker_id in {row.broker_id for row in candidates}:
+        own = [row for row in candidates if row.broker_id == broker_id]
+        await _until_stored(collector, database_sync_to_async(_store_dlq_rows), rules, own)
 
 
 async def _until_stored(collector, store, *args):

@@ -232,7 +232,8 @@ def take(attempt_ids, sender):
             WHERE r.id = ANY(%s) AND d.id = r.dead_letter_id
               AND (r.outcome = 'queued' OR (r.outcome = 'sending' AND r.sender IS DISTINCT FROM %s AND {SENDER_GONE}))
             RETURNING r.id, r.dead_letter_id, r.attempt, r.msg_id, r.subject, r.edited_headers, r.edited_raw,
-                      d.headers, d.raw, b.url, (SELECT username FROM auth_user u WHERE u.id = r.user_id),
+                      d.headers, d.raw, b.url, b.kind, d.broker_id, d.message_key,
+                      (SELECT username FROM auth_user u WHERE u.id = r.user_id),
                       r.first_sent_at < r.sent_at AS maybe_sent, r.first_sent_at,
                       extract(epoch FROM now() - r.first_sent_at)::float8 AS age
             """,

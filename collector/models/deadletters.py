@@ -23,6 +23,12 @@ class DeadLetterSettings(models.Model):
     attempts_headers = models.TextField(
         default="X-Attempts\nX-Retry-Count\nX-Deliveries", help_text="Header names for the delivery count."
     )
+    kafka_dlt_patterns = models.TextField(
+        default="*.DLT\n*-dlt\n*-dlq\n*.dlq\ndlq.*\n*.deadletter",
+        help_text="Kafka topics that carry dead letters, one a line; * stands for the original topic (Spring Kafka "
+                  "names its dead-letter topic '<topic>.DLT'). Spring Kafka's kafka_dlt-* and Kafka Connect's "
+                  "__connect.errors.* headers name the original topic, partition, offset and error where present.",
+    )
     retention_days = models.PositiveIntegerField(default=30, help_text="Dead letters older than this are deleted.")
     audit_retention_days = models.PositiveIntegerField(default=180, help_text="Audit entries older than this are deleted.")
     bulk_rate = models.PositiveIntegerField(default=2000, help_text="Bulk retries send at most this many messages a second.")
@@ -76,6 +82,9 @@ class DeadLetter(models.Model):
     stream = models.TextField(blank=True, default="")
     consumer = models.TextField(blank=True, default="")
     stream_seq = models.BigIntegerField(null=True)
+    message_key = models.TextField(null=True, blank=True,
+                                   help_text="The message's key (Kafka): a retry sends it with it, so it lands in the "
+                                             "same partition.")
     event_id = models.BigIntegerField(null=True, help_text="The stored event (no foreign key: events are partitioned).")
     headers = models.JSONField(null=True)
     raw = models.BinaryField(null=True, help_text="The message bytes; empty when the broker no longer had them.")

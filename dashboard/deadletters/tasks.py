@@ -25,6 +25,7 @@ from collector.models import AuditEntry, DeadLetterSettings, RetryAttempt, Retry
 # Tasks bound to the project's app (not `shared_task`), so `.delay()` reaches its broker from
 # whichever process enqueues: the web side included.
 from dashboard.celery import app
+from dashboard.deadletters.kafka_publisher import KafkaPublisher, look_in_store
 from dashboard.deadletters.publisher import Message, Publisher
 
 CHUNK = 500
@@ -46,6 +47,7 @@ def send_attempts(attempt_ids, retried_by, publisher=None):
     sender = claims.hold_sender_lock()
     own = publisher is None
     publisher = publisher or Publisher()
+    kafka = KafkaPublisher()
     outcomes = {}
     try:
         mine = claims.take(attempt_ids, sender)
@@ -54,6 +56,12 @@ def send_attempts(attempt_ids, retried_by, publisher=None):
         for attempt in mine:
             by_broker.setdefault(attempt["url"], []).append(attempt)
         for url, group in by_broker.items():
+            if group[0]["kind"] == "kafka":
+                ordered = _send_to_kafka(url, group, retried_by, kafka)
+                claims.record(group, ordered, sender)
+                for outcome, *_ in ordered:
+                    outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                continue
             results = {}
             again = [a for a in group if a["maybe_sent"]]
             fresh = [a for a in group if not a["maybe_sent"]]
@@ -76,8 +84,38 @@ def send_attempts(attempt_ids, retried_by, publisher=None):
     finally:
         if own:
             publisher.close()
+        kafka.close()
         claims.release_sender_lock(sender)
     return outcomes
+
+
+def _send_to_kafka(url, group, retried_by, kafka):
+    """Kafka has no dedup key: first sends go out; an attempt that may already be out is
+    looked for in what the tap stored, never sent again (see kafka_publisher)."""
+    results = {}
+    fresh = [a for a in group if not a["maybe_sent"]]
+    maybe = [a for a in group if a["maybe_sent"]]
+    if fresh:
+        messages = [(a["subject"], a["message_key"], _kafka_headers(a, retried_by), _raw(a)) for a in fresh]
+        for attempt, result in zip(fresh, kafka.publish(url, messages)):
+            if result[0] == "uncertain":
+                maybe.append(attempt)
+            else:
+                results[attempt["id"]] = result
+    fault_point("retry-published")
+    if maybe:
+        results.update(look_in_store(group[0]["broker_id"], maybe))
+    return [results[a["id"]] for a in group]
+
+
+def _kafka_headers(attempt, retried_by):
+    headers = headers_for(attempt, retried_by)
+    headers.pop("Nats-Msg-Id", None)
+    return headers
+
+
+def _raw(attempt):
+    return bytes(attempt["edited_raw"] if attempt["edited_raw"] is not None else attempt["raw"])
 
 
 def headers_for(attempt, retried_by):
