@@ -40,7 +40,7 @@ class KafkaSource:
         self.partitions = {}  # topic -> [partition], from the last streams() call
         self.ends = {}  # TopicPartition -> end offset, from the last streams() call
         self.oldest_cache = {}  # (TopicPartition, committed offset) -> timestamp (ms)
-        self.check_ends = True  # compare listed end offsets with the high watermark (see _check_ends)
+        self.marks = {}  # TopicPartition -> (listed end offset, high watermark found for it)
         self.ends_short = False
 
     async def _reader(self):
@@ -78,7 +78,9 @@ class KafkaSource:
             raise ReadError("Kafka: not connected")
         reader = await self._reader()
         # A fresh look at every topic, which also tells the client where each partition's
-        # leader is for the offset requests below.
+        # leader is for the offset requests below. The partitions last round fetched from
+        # are given up first: while assigned, the client follows only their topics.
+        reader.unsubscribe()
         await self._call("metadata", reader._client.force_metadata_update())
         cluster = reader._client.cluster
         partitions = {}
@@ -91,7 +93,7 @@ class KafkaSource:
         tps = [TopicPartition(topic, p) for topic, ps in partitions.items() for p in ps]
         ends = await self._call("offsets", reader.end_offsets(tps)) if tps else {}
         firsts = await self._call("offsets", reader.beginning_offsets(tps)) if tps else {}
-        if self.check_ends and ends:
+        if ends:
             await self._check_ends(ends)
         self.partitions, self.ends = partitions, ends
         readings = []
@@ -105,32 +107,43 @@ class KafkaSource:
     async def _check_ends(self, ends):
         """Compare the listed end offsets with the high watermark a Fetch reports. Tansu
         0.6 lists the base offset of a partition's last record batch plus one, which is short
-        when that batch holds several records; a Fetch reports the true mark. A broker found
-        right on the first round is trusted from then on; one found wrong is checked every
-        round (one small Fetch per partition: the last batch)."""
-        nonempty = {tp: end for tp, end in ends.items() if end > 0}
-        if not nonempty:
+        when that batch holds several records; a Fetch of that batch reports the true mark.
+        Only partitions whose listed end moved since the last round are fetched (one small
+        Fetch each: the last batch); the others keep the mark found before."""
+        changed = {}
+        for tp, end in ends.items():
+            if end <= 0:
+                continue
+            known = self.marks.get(tp)
+            if known is not None and known[0] == end:
+                ends[tp] = max(end, known[1])
+            else:
+                changed[tp] = end
+        if not changed:
             return
         reader = await self._reader()
         try:
-            reader.assign(list(nonempty))
-            for tp, end in nonempty.items():
+            reader.assign(list(changed))
+            for tp, end in changed.items():
                 reader.seek(tp, end - 1)
-            await asyncio.wait_for(reader.getmany(timeout_ms=300, max_records=len(nonempty)), self.timeout)
+            await asyncio.wait_for(reader.getmany(timeout_ms=300, max_records=len(changed)), self.timeout)
         except Exception as error:  # the listed ends stand this round
             log.info("lag: high watermarks not read: %s", error)
             await self.close()
             return
         short = 0
-        for tp, end in nonempty.items():
+        if len(self.marks) > OLDEST_CACHE:
+            self.marks.clear()
+        for tp, end in changed.items():
             mark = reader.highwater(tp)
-            if mark is not None and mark > end:
+            mark = end if mark is None else max(end, mark)
+            self.marks[tp] = (end, mark)
+            if mark > end:
                 ends[tp] = mark
                 short += 1
         if short and not self.ends_short:
+            self.ends_short = True
             log.warning("Kafka lists end offsets short of the high watermark (%d partitions): using the mark", short)
-        self.ends_short = self.ends_short or bool(short)
-        self.check_ends = self.ends_short
 
     async def all_consumers(self, names):
         """{topic: [ConsumerReading] or ReadError}: every group that committed on the topic."""

@@ -73,6 +73,10 @@ def account(consumer, sample):
     if sample is None or sample.state != "read" or sample.stream_last_seq is None:
         result.note = "No sample of this consumer was read yet."
         return result
+    if consumer.kind == "kafka":
+        result.note = ("A Kafka group's messages are accounted for per partition (below, under Partitions): "
+                       "its committed offset against the end offset; dead letters are on its DLT topic.")
+        return result
     config = consumer.config or {}
     policy = config.get("deliver_policy") or "all"
     last = sample.stream_last_seq

@@ -124,8 +124,21 @@ def consumer_detail(request, stream, name):
     figures = {"lag": consumer.lag, "growing": consumer.growing, "drain_seconds": consumer.drain_seconds}
     return render(request, "lag/consumer.html", {
         **context, "chart": chart, "config_rows": _config_rows(consumer), "oldest_text": duration_text(consumer.oldest_age),
+        "partitions": _partitions(consumer),
         "drain_text": drain_text(figures), "definitions": DEFINITIONS,
     })
+
+
+def _partitions(consumer):
+    """A Kafka group's partitions on the topic, hottest first, each with its share of the lag
+    (a bar wide as that share), so one hot partition stands out."""
+    if consumer.kind != "kafka":
+        return []
+    rows = list((consumer.config or {}).get("partitions") or [])
+    total = sum(row.get("lag", 0) for row in rows)
+    for row in rows:
+        row["share"] = round(100 * row.get("lag", 0) / total) if total else 0
+    return sorted(rows, key=lambda row: (-row.get("lag", 0), row.get("partition", 0)))
 
 
 def _mark_label(item):
@@ -136,6 +149,17 @@ def _mark_label(item):
 
 def _config_rows(consumer):
     config = consumer.config or {}
+    if consumer.kind == "kafka":
+        hot = config.get("hot_partition")
+        return [
+            ("Consumer group", config.get("group")),
+            ("Topics", ", ".join(config.get("topics") or [])),
+            ("Members", config.get("instances")),
+            ("Group state", config.get("state") or "—"),
+            ("Delivery", "partitioned by key within the group; every group gets every message"),
+            ("Hottest partition", "—" if hot is None else f"{hot} ({config.get('hot_share', 0) * 100:.0f}% of the lag)"),
+            ("Partitions never committed", ", ".join(map(str, config.get("uncommitted_partitions") or [])) or "—"),
+        ]
     if consumer.kind != "jetstream":
         return sorted(config.items())
     max_deliver = config.get("max_deliver")
