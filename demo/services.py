@@ -296,6 +296,8 @@ class Payment(Service):
             failed = new_event("payment.failed", {**line, "reason": "card declined"}, self.name)
             return [await self.publish("payment.failed", failed, wire.CLOUDEVENTS_BINARY)]
         paid = new_event("payment.succeeded", {**line, "payment_id": str(uuid.uuid4())}, self.name)
+        if self.shop.kafka is not None:
+            await self.shop.kafka.payment(paid)
         return [await self.publish("payment.succeeded", paid, wire.CLOUDEVENTS_STRUCTURED)]
 
 

@@ -71,6 +71,7 @@ class Shop:
         self.pending = set()  # publish acknowledgements not yet received
         self.tasks = set()
         self.nc = self.js = None
+        self.kafka = None  # demo.kafka_leg.KafkaLeg, with KAFKA_BOOTSTRAP_SERVERS set
 
     def format_for(self, preferred):
         return preferred if preferred in self.config.formats else self.config.formats[0]
@@ -92,6 +93,11 @@ class Shop:
         self.js = self.nc.jetstream()
         for name, subjects in STREAMS.items():
             await self.ensure_stream(self.names.stream(name), [self.names.actual(s) for s in subjects])
+        if self.config.kafka_bootstrap:
+            from demo.kafka_leg import KafkaLeg
+
+            self.kafka = KafkaLeg(self, self.config.kafka_bootstrap)
+            await self.kafka.start()
 
     async def ensure_stream(self, name, subjects):
         """Create the stream, or bring an existing one to this configuration. Idempotent."""
@@ -251,6 +257,8 @@ class Shop:
                     await service.stop()
         for task in list(self.tasks):
             task.cancel()
+        if self.kafka is not None:
+            await self.kafka.stop()
         if self.nc is not None:
             await self.nc.close()
         await asyncio.gather(*(asyncio.to_thread(telemetry.shutdown, s.provider) for s in services))
