@@ -44,6 +44,12 @@ def start(command, **overrides):
         ("EVENT_SCAN_WINDOW_HOURS", "0"),
         ("LOGIN_FAILURE_LIMIT", "many"),
         ("LOGIN_LOCKOUT_MINUTES", "-5"),
+        ("KAFKA_BOOTSTRAP_SERVERS", "kafka1"),
+        ("KAFKA_BOOTSTRAP_SERVERS", "kafka1:9092,kafka2:port"),
+        ("KAFKA_SECURITY_PROTOCOL", "TLS"),
+        ("KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),  # without a user name and password
+        ("KAFKA_SASL_MECHANISM", "GSSAPI"),
+        ("KAFKA_SSL_CAFILE", "/no/such/ca.pem"),
     ],
 )
 def test_a_bad_setting_stops_manage_py_with_one_line_naming_it(variable, value):

@@ -63,6 +63,19 @@ class Event(models.Model):
     def best_effort(self):
         return self.stream == ""
 
+    @property
+    def position(self):
+        """The sequence as shown in lists: a Kafka record past partition 0 packs its
+        partition in the high bits (collector.brokers.kafka), shown as partition/offset."""
+        if self.seq is not None and self.seq >> 48:
+            return f"{self.seq >> 48}/{self.seq & (2**48 - 1)}"
+        return self.seq
+
+    @property
+    def partition_offset(self):
+        """(partition, offset) of a Kafka record."""
+        return self.seq >> 48, self.seq & (2**48 - 1)
+
 
 class EventRollup(models.Model):
     """Per minute: topic x producer x type x version counts, kept in the same
