@@ -368,9 +368,13 @@ class KafkaAdapter:
             return found
         for tp, ledger in list(self.ledgers.items()):
             end = self.consumer.highwater(tp)
-            floor = ledger.committed or 0
             if end is None:
                 continue
+            # Nothing committed since the assignment: the floor is what was handed over
+            # (waiting to be stored), else the partition was found caught up.
+            floor = ledger.committed
+            if floor is None:
+                floor = ledger.waiting[0] if ledger.waiting else (ledger.next_offset or end)
             found[f"{tp.topic}[{tp.partition}]"] = (floor, max(0, end - floor))
         return found
 
