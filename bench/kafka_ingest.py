@@ -196,7 +196,8 @@ def main():
     try:
         subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
         print(f"backlog: {args.messages} records of ~{args.size} bytes on {args.partitions} partitions (Tansu)")
-        print(f"  produce (aiokafka, acks=1): {asyncio.run(fill(kafka.url, args.messages, args.size, args.partitions)):,.0f} msg/s")
+        produced = asyncio.run(fill(kafka.url, args.messages, args.size, args.partitions))
+        print(f"  produce (aiokafka, acks=1): {produced:,.0f} msg/s")
         read = asyncio.run(raw_read(kafka.url, args.messages))
         print(f"(a) raw aiokafka read, a group committing each fetch: {read:,.0f} msg/s")
         os.environ.update(env)
@@ -210,7 +211,8 @@ def main():
         del rows
         print(f"(b) raw idempotent write of the same rows (COPY -> INSERT ON CONFLICT + rollup): {write:,.0f} rows/s")
         collector, rss = end_to_end(env, kafka.url, args.messages, args.partitions)
-        print(f"(c) collector end to end (backlog -> committed to PostgreSQL -> offsets committed): {collector:,.0f} msg/s")
+        print(f"(c) collector end to end (backlog -> committed to PostgreSQL -> offsets committed): "
+              f"{collector:,.0f} msg/s")
         print(f"    ratio c / min(a, b) = {collector / min(read, write):.0%}")
         print(f"    collector peak resident memory, with its decode worker: {rss:,.0f} MB")
     finally:

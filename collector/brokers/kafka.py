@@ -245,8 +245,8 @@ class KafkaAdapter:
             try:
                 self.consumer = AIOKafkaConsumer(
                     bootstrap_servers=self.bootstrap, group_id=self.group, client_id="eventscope-collector",
-                    enable_auto_commit=False, auto_offset_reset="earliest", metadata_max_age_ms=int(DISCOVERY_SECONDS * 1000),
-                    exclude_internal_topics=True, **self.options)
+                    enable_auto_commit=False, auto_offset_reset="earliest",
+                    metadata_max_age_ms=int(DISCOVERY_SECONDS * 1000), exclude_internal_topics=True, **self.options)
                 await self.consumer.start()
                 self.admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="eventscope-admin",
                                                  **self.options)

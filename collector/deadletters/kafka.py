@@ -58,7 +58,8 @@ class KafkaDltRules:
                 seq = position(partition, offset)
             except ValueError as error:
                 notes.append(str(error))
-        error_class = _text(headers.get(SPRING + "exception-fqcn")) or _text(headers.get(CONNECT + "exception.class.name"))
+        error_class = (_text(headers.get(SPRING + "exception-fqcn"))
+                       or _text(headers.get(CONNECT + "exception.class.name")))
         message = _text(headers.get(SPRING + "exception-message")) or _text(headers.get(CONNECT + "exception.message"))
         consumer = (_text(headers.get(SPRING + "original-consumer-group"))
                     or _text(headers.get(CONNECT + "connector.name")) or "")
