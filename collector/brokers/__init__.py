@@ -5,7 +5,7 @@ inside functions, never at import time).
 
 The collector runs one adapter per enabled `Broker` row, all feeding the same queue and
 writers. The interface every adapter offers (NATS in `nats.py`, RabbitMQ in `rabbitmq.py`,
-…) is small:
+Kafka in `kafka.py` …) is small:
 
     adapter = make_adapter(broker, deliver, pending_bytes=…)   # chosen by broker.kind
     await adapter.connect(stop) -> bool
