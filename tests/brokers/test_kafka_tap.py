@@ -136,3 +136,23 @@ def test_a_partition_commits_only_up_to_its_first_message_not_yet_stored():
     for offset in range(5):
         ledger.store(offset)
     assert ledger.commit_point() == 10
+
+
+def test_an_unreachable_cluster_is_retried_until_the_stop_without_an_error():
+    """Nothing listens on the port: connect keeps trying with growing waits and gives up
+    only when told to stop."""
+    import asyncio
+
+    from runner.servers import free_port
+
+    async def go():
+        adapter = kafka.KafkaAdapter(f"kafka://127.0.0.1:{free_port()}", None)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(1.5, stop.set)
+        started = time.monotonic()
+        connected = await adapter.connect(stop)
+        await adapter.close()
+        return connected, time.monotonic() - started
+
+    connected, took = run_async(go())
+    assert connected is False and 1.4 < took < 10
