@@ -16,7 +16,13 @@ from collector.deadletters.kafka import KafkaDltRules
 from collector.ingest.configuration import load_configuration
 from collector.models import Broker, DeadLetter, Event, RetryAttempt
 from dashboard.deadletters import tasks as tasks_dlq
-from tests.conftest import RunningCollector, kafka_produce, kafka_topics, run_async, wait_until
+from tests.conftest import (
+    RunningCollector,
+    kafka_produce,
+    kafka_topics,
+    run_async,
+    wait_until,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
