@@ -53,12 +53,16 @@ async def follow_once(js):
     pending = await database_sync_to_async(_pending_retries)()
     floors = {}
     settled = 0
-    for attempt_id, stream, seq, consumer, sent_at in pending:
-        key = (stream, consumer)
-        if key not in floors:
-            floors[key] = await _ack_floor(js, stream, consumer)
-        floor = floors[key]
-        if floor is not None and floor >= seq:
+    for attempt_id, stream, seq, consumer, sent_at, kind, broker_id in pending:
+        if kind == "kafka":
+            consumed = await database_sync_to_async(_kafka_consumed)(broker_id, stream, seq, consumer)
+        else:
+            key = (stream, consumer)
+            if key not in floors:
+                floors[key] = await _ack_floor(js, stream, consumer)
+            floor = floors[key]
+            consumed = floor is not None and floor >= seq
+        if consumed:
             settled += await database_sync_to_async(_settle)(attempt_id, "consumed")
         elif sent_at < datetime.now(timezone.utc) - FOLLOW_GIVE_UP:
             settled += await database_sync_to_async(_settle)(attempt_id, "unknown")
@@ -80,8 +84,30 @@ def _pending_retries():
 
     rows = (RetryAttempt.objects.filter(followup=RetryAttempt.FollowUp.PENDING, stream_seq__isnull=False,
                                         outcome__in=RetryAttempt.LANDED)
-            .values_list("id", "stream", "stream_seq", "dead_letter__consumer", "sent_at")[:5000])
+            .values_list("id", "stream", "stream_seq", "dead_letter__consumer", "sent_at", "dead_letter__broker__kind",
+                         "dead_letter__broker_id")[:5000])
     return list(rows)
+
+
+def _kafka_consumed(broker_id, topic, seq, group):
+    """Whether a retry sent to a Kafka topic (at `seq`: partition and offset) is consumed:
+    the group that gave up on it (else every group on the topic) has committed past it, by
+    the lag sampler's latest reading of its partitions (no broker call)."""
+    from collector.brokers.kafka import partition_offset
+    from collector.models import Consumer
+
+    groups = Consumer.objects.filter(broker_id=broker_id, stream=topic, kind="kafka", observer=False,
+                                     gone_at__isnull=True)
+    named = [c for c in groups if c.name == group] if group else []
+    groups = named or list(groups)
+    if not groups:
+        return False
+    partition, offset = partition_offset(seq)
+    for consumer in groups:
+        committed = {p["partition"]: p["committed"] for p in (consumer.config or {}).get("partitions") or []}
+        if committed.get(partition, -1) <= offset:
+            return False
+    return True
 
 
 async def _ack_floor(js, stream, consumer):

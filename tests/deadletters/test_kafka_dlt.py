@@ -14,7 +14,8 @@ from collector.brokers import kafka
 from collector.deadletters import capture
 from collector.deadletters.kafka import KafkaDltRules
 from collector.ingest.configuration import load_configuration
-from collector.models import Broker, DeadLetter, Event, RetryAttempt
+from collector.lag import service as lag
+from collector.models import Broker, DeadLetter, Event, LagSettings, RetryAttempt
 from dashboard.deadletters import tasks as tasks_dlq
 from tests.conftest import (
     RunningCollector,
@@ -23,6 +24,7 @@ from tests.conftest import (
     run_async,
     wait_until,
 )
+from tests.lag.test_kafka_lag import KafkaApp
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -60,7 +62,8 @@ def kafka_collector(transactional_db, kafka_bootstrap, settings):
     settings.EVENTSCOPE_CONSUMER = unique("eventscope")
     nats_broker = load_configuration()[0]
     broker = Broker.objects.create(name=unique("kafka"), kind="kafka", url=f"kafka://{kafka_bootstrap}")
-    running = RunningCollector(installs=[capture.install], brokers=[nats_broker, broker])
+    LagSettings.objects.update_or_create(pk=1, defaults={"interval_seconds": 1})
+    running = RunningCollector(installs=[capture.install, lag.install], brokers=[nats_broker, broker])
     yield broker
     running.stop()
 
@@ -103,6 +106,16 @@ def test_a_dlt_record_is_retried_once_to_its_partition_with_its_key_and_an_unsur
     attempt = RetryAttempt.objects.get(dead_letter=letter, attempt=1)
     assert (attempt.outcome, attempt.stream, attempt.stream_seq) == (
         "sent", orders, kafka.position(retry.partition, retry.offset))
+
+    # The group that gave up takes the retry: once the sampler sees it committed past it,
+    # the retry is followed up as consumed.
+    app = KafkaApp(kafka_bootstrap, group, orders)
+    try:
+        assert RetryAttempt.objects.get(pk=attempt.pk).followup == "pending"
+        app.commit({retry.partition: retry.offset + 1})
+        wait_until(lambda: RetryAttempt.objects.get(pk=attempt.pk).followup == "consumed", 30, "the retry consumed")
+    finally:
+        app.stop()
 
     # A worker that died after sending attempt 1 (its lock is gone): the rerun finds it in
     # what the tap stored and sends nothing.
