@@ -1,0 +1,348 @@
+"""The one writer of what the collector learns about versions from each committed batch
+(`install` hooks it in after each commit, before the ack):
+
+- hourly and daily counts per type x version x producer x subject, and each producer's
+  first and last message per version;
+- the lowest and highest stream sequence of each version per stream and subject (what
+  consumer ack floors are compared with);
+- payload shapes: each payload is walked once to its shape; each distinct shape of a batch
+  is merged with its count (its paths and, the first time this process sees it, a capped
+  copy of the payload as an example);
+- drift: a shape new to this process is checked against the schema its version has in the
+  store at that moment; a contradiction is kept with the events that carried it.
+
+Every statement adds to what is there (INSERT ... ON CONFLICT DO UPDATE with sums, least,
+greatest), keys in a fixed order, so collectors sharing a stream never overwrite each
+other nor deadlock. Only rows new to the store count (a redelivered batch adds nothing);
+a crash between the events' commit and this hook loses that batch's counts here (the
+events themselves are stored)."""
+import json
+import logging
+import time
+from datetime import UTC
+
+from collector.versions import inference
+
+log = logging.getLogger("eventscope.versions")
+
+EXAMPLE_BYTES = 16 * 1024  # a larger payload is not kept as an example
+MAX_SHAPES_PER_VERSION = 500  # beyond it, new shapes of a version are counted as one overflow shape
+OVERFLOW = "overflow"
+MAX_KNOWN = 100_000  # shapes remembered by one process
+
+
+def _hour(ts):
+    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _day(ts):
+    return ts.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+class Tally:
+    """One batch, added up in memory (no I/O): `add(row)` for each new row."""
+
+    def __init__(self, learner):
+        self.learner = learner
+        self.hours = {}  # (hour, type, version, producer, subject) -> [count, bytes]
+        self.days = {}
+        self.producers = {}  # (type, version, producer) -> [count, first, last]
+        self.streams = {}  # (broker, stream, subject, type, version) -> [min, max, count, first, last]
+        self.shapes = {}  # (type, version, fingerprint) -> [count, first, last, paths, row]
+        self.drifts = {}  # (type, version, fingerprint) -> [count, first row, last row, reasons]
+        self.pending_reasons = {}  # drift verdicts of shapes new to this process, kept once committed
+
+    def add(self, row):
+        type_, version, producer, ts = row.type, row.version or "", row.producer or "", row.ts
+        size = row.size
+        key = (_hour(ts), type_, version, producer, row.subject)
+        found = self.hours.get(key)
+        if found is None:
+            self.hours[key] = [1, size]
+        else:
+            found[0] += 1
+            found[1] += size
+        key = (_day(ts), type_, version, producer, row.subject)
+        found = self.days.get(key)
+        if found is None:
+            self.days[key] = [1, size]
+        else:
+            found[0] += 1
+            found[1] += size
+        key = (type_, version, producer)
+        found = self.producers.get(key)
+        if found is None:
+            self.producers[key] = [1, ts, ts]
+        else:
+            found[0] += 1
+            found[1] = min(found[1], ts)
+            found[2] = max(found[2], ts)
+        if row.stream:
+            key = (row.broker_id, row.stream, row.subject, type_, version)
+            found = self.streams.get(key)
+            if found is None:
+                self.streams[key] = [row.seq, row.seq, 1, ts, ts]
+            else:
+                found[0] = min(found[0], row.seq)
+                found[1] = max(found[1], row.seq)
+                found[2] += 1
+                found[3] = min(found[3], ts)
+                found[4] = max(found[4], ts)
+        if row.payload is not None:
+            self._add_shape(row, type_, version)
+
+    def _add_shape(self, row, type_, version):
+        shape = inference.shape(row.payload)
+        fingerprint = inference.fingerprint(shape)
+        key = (type_, version, fingerprint)
+        found = self.shapes.get(key)
+        if found is None:
+            fingerprint = self.learner.admit(type_, version, fingerprint)
+            key = (type_, version, fingerprint)
+            found = self.shapes.get(key)
+        if found is None:
+            paths = inference.paths_of(shape) if fingerprint != OVERFLOW else {}
+            self.shapes[key] = [1, row.ts, row.ts, paths, row]
+        else:
+            found[0] += 1
+            found[1] = min(found[1], row.ts)
+            found[2] = max(found[2], row.ts)
+
+    def empty(self):
+        return not self.hours
+
+
+class Learner:
+    """What one collector process remembers between batches: the shapes it has written and
+    whether each contradicted its version's schema when it first appeared."""
+
+    def __init__(self):
+        self.known = {}  # (type, version, fingerprint) -> drift reasons ([] when none)
+        self.per_version = {}  # (type, version) -> distinct shapes seen by this process
+        self.stats = {"batches": 0, "rows": 0, "shapes": 0, "drift": 0, "seconds": 0.0}
+
+    def admit(self, type_, version, fingerprint):
+        """The fingerprint to count a payload under: its own, or OVERFLOW once its version has
+        more shapes than MAX_SHAPES_PER_VERSION in this process."""
+        if (type_, version, fingerprint) in self.known:
+            return fingerprint
+        seen = self.per_version.get((type_, version), 0)
+        if seen >= MAX_SHAPES_PER_VERSION:
+            return OVERFLOW
+        self.per_version[(type_, version)] = seen + 1
+        return fingerprint
+
+    def report(self):
+        return dict(self.stats, known=len(self.known))
+
+
+def tally(learner, rows):
+    """A Tally of the rows new to the store that name a type."""
+    batch = Tally(learner)
+    for row in rows:
+        if row.id is not None and row.type:
+            batch.add(row)
+    return batch
+
+
+def write(learner, batch, cursor):
+    """Merge one batch into the store with `cursor` (in the caller's transaction): drift is
+    checked first for shapes new to this process, against the schema in the store."""
+    _check_drift(learner, batch, cursor)
+    _merge_rollups(cursor, "collector_versionrollup", batch.hours)
+    _merge_rollups(cursor, "collector_versionrollupday", batch.days)
+    _merge_producers(cursor, batch.producers)
+    _merge_streams(cursor, batch.streams)
+    _merge_shapes(learner, cursor, batch.shapes)
+    _merge_drift(cursor, batch.drifts)
+
+
+def remember(learner, batch):
+    """After the commit: the batch's shapes are in the store."""
+    if len(learner.known) > MAX_KNOWN:
+        learner.known.clear()
+        learner.per_version.clear()
+    for key in batch.shapes:
+        learner.known.setdefault(key, batch.pending_reasons.get(key, []))
+
+
+def _check_drift(learner, batch, cursor):
+    batch.pending_reasons = {}
+    fresh = {}
+    for key, (count, first, last, paths, row) in batch.shapes.items():
+        reasons = learner.known.get(key)
+        if reasons is None and key[2] != OVERFLOW:
+            schema = fresh.get(key[:2])
+            if schema is None:
+                schema = fresh[key[:2]] = _schema_in_store(cursor, *key[:2])
+            reasons = inference.drift(paths, schema) if key not in schema.fingerprints else []
+            batch.pending_reasons[key] = reasons
+        if reasons:
+            batch.drifts[key] = [count, row, row, reasons]
+    # The drift rows name the first and the latest event of the batch for each shape.
+    if batch.drifts:
+        for key in batch.drifts:
+            batch.drifts[key][2] = batch.shapes[key][4]
+
+
+def _schema_in_store(cursor, type_, version):
+    cursor.execute("SELECT fingerprint, paths, count FROM collector_versionshape WHERE type = %s AND version = %s",
+                   [type_, version])
+    rows = cursor.fetchall()
+    schema = inference.Schema.from_shapes((_json(paths), count) for _, paths, count in rows)
+    schema.fingerprints = {(type_, version, fingerprint) for fingerprint, _, _ in rows}
+    return schema
+
+
+def _json(value):
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def _merge_rollups(cursor, table, buckets):
+    if not buckets:
+        return
+    keys = sorted(buckets)
+    cursor.execute(
+        f"""
+        INSERT INTO {table} (bucket, type, version, producer, subject, count, bytes)
+        SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int8[], %s::int8[])
+        ON CONFLICT (bucket, type, version, producer, subject) DO UPDATE
+        SET count = {table}.count + EXCLUDED.count, bytes = {table}.bytes + EXCLUDED.bytes
+        """,
+        [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [k[3] for k in keys],
+         [k[4] for k in keys], [buckets[k][0] for k in keys], [buckets[k][1] for k in keys]],
+    )
+
+
+def _merge_producers(cursor, producers):
+    if not producers:
+        return
+    keys = sorted(producers)
+    cursor.execute(
+        """
+        INSERT INTO collector_versionproducer (type, version, producer, count, first_seen, last_seen)
+        SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int8[], %s::timestamptz[], %s::timestamptz[])
+        ON CONFLICT (type, version, producer) DO UPDATE
+        SET count = collector_versionproducer.count + EXCLUDED.count,
+            first_seen = least(collector_versionproducer.first_seen, EXCLUDED.first_seen),
+            last_seen = greatest(collector_versionproducer.last_seen, EXCLUDED.last_seen)
+        """,
+        [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [producers[k][0] for k in keys],
+         [producers[k][1] for k in keys], [producers[k][2] for k in keys]],
+    )
+
+
+def _merge_streams(cursor, streams):
+    if not streams:
+        return
+    keys = sorted(streams)
+    values = [streams[k] for k in keys]
+    cursor.execute(
+        """
+        INSERT INTO collector_versionstream (broker_id, stream, subject, type, version, min_seq, max_seq, count,
+                                             first_seen, last_seen)
+        SELECT * FROM unnest(%s::int8[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int8[], %s::int8[],
+                             %s::int8[], %s::timestamptz[], %s::timestamptz[])
+        ON CONFLICT (broker_id, stream, subject, type, version) DO UPDATE
+        SET min_seq = least(collector_versionstream.min_seq, EXCLUDED.min_seq),
+            max_seq = greatest(collector_versionstream.max_seq, EXCLUDED.max_seq),
+            count = collector_versionstream.count + EXCLUDED.count,
+            first_seen = least(collector_versionstream.first_seen, EXCLUDED.first_seen),
+            last_seen = greatest(collector_versionstream.last_seen, EXCLUDED.last_seen)
+        """,
+        [[k[i] for k in keys] for i in range(5)] + [[v[i] for v in values] for i in range(5)],
+    )
+
+
+def example_of(payload):
+    """The payload as a stored example, or None when it is too large to keep."""
+    try:
+        text = json.dumps(payload, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return None
+    return text if len(text.encode("utf-8", "surrogatepass")) <= EXAMPLE_BYTES else None
+
+
+def _merge_shapes(learner, cursor, shapes):
+    if not shapes:
+        return
+    keys = sorted(shapes)
+    examples = []
+    for key in keys:
+        row = shapes[key][4]
+        fresh = key not in learner.known and key[2] != OVERFLOW
+        text = example_of(row.payload) if fresh else None
+        examples.append((text, row.id if text else None, row.ts if text else None, row.subject if text else ""))
+    cursor.execute(
+        """
+        INSERT INTO collector_versionshape (type, version, fingerprint, paths, count, first_seen, last_seen, example,
+                                            example_event_id, example_ts, example_subject)
+        SELECT t, v, f, p::jsonb, c, fs, ls, e::jsonb, ei, et, es
+        FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int8[], %s::timestamptz[],
+                    %s::timestamptz[], %s::text[], %s::int8[], %s::timestamptz[], %s::text[])
+             AS s(t, v, f, p, c, fs, ls, e, ei, et, es)
+        ON CONFLICT (type, version, fingerprint) DO UPDATE
+        SET count = collector_versionshape.count + EXCLUDED.count,
+            first_seen = least(collector_versionshape.first_seen, EXCLUDED.first_seen),
+            last_seen = greatest(collector_versionshape.last_seen, EXCLUDED.last_seen),
+            example = coalesce(collector_versionshape.example, EXCLUDED.example),
+            example_event_id = CASE WHEN collector_versionshape.example IS NULL THEN EXCLUDED.example_event_id
+                                    ELSE collector_versionshape.example_event_id END,
+            example_ts = CASE WHEN collector_versionshape.example IS NULL THEN EXCLUDED.example_ts
+                              ELSE collector_versionshape.example_ts END,
+            example_subject = CASE WHEN collector_versionshape.example IS NULL THEN EXCLUDED.example_subject
+                                   ELSE collector_versionshape.example_subject END
+        """,
+        [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+         [json.dumps(shapes[k][3]) for k in keys], [shapes[k][0] for k in keys], [shapes[k][1] for k in keys],
+         [shapes[k][2] for k in keys], [e[0] for e in examples], [e[1] for e in examples], [e[2] for e in examples],
+         [e[3] for e in examples]],
+    )
+
+
+def _merge_drift(cursor, drifts):
+    if not drifts:
+        return
+    keys = sorted(drifts)
+    values = [drifts[k] for k in keys]
+    cursor.execute(
+        """
+        INSERT INTO collector_versiondrift (type, version, fingerprint, reasons, count, first_seen, last_seen,
+                                            first_event_id, last_event_id, subject)
+        SELECT t, v, f, r::jsonb, c, fs, ls, fe, le, s
+        FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int8[], %s::timestamptz[],
+                    %s::timestamptz[], %s::int8[], %s::int8[], %s::text[]) AS x(t, v, f, r, c, fs, ls, fe, le, s)
+        ON CONFLICT (type, version, fingerprint) DO UPDATE
+        SET count = collector_versiondrift.count + EXCLUDED.count,
+            first_event_id = CASE WHEN EXCLUDED.first_seen < collector_versiondrift.first_seen
+                                  THEN EXCLUDED.first_event_id ELSE collector_versiondrift.first_event_id END,
+            first_seen = least(collector_versiondrift.first_seen, EXCLUDED.first_seen),
+            last_event_id = CASE WHEN EXCLUDED.last_seen >= collector_versiondrift.last_seen
+                                 THEN EXCLUDED.last_event_id ELSE collector_versiondrift.last_event_id END,
+            last_seen = greatest(collector_versiondrift.last_seen, EXCLUDED.last_seen)
+        """,
+        [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [json.dumps(v[3]) for v in values],
+         [v[0] for v in values], [v[1].ts for v in values], [v[2].ts for v in values], [v[1].id for v in values],
+         [v[2].id for v in values], [v[1].subject for v in values]],
+    )
+
+
+def store_batch(learner, rows):
+    """Tally `rows` and merge them in one transaction; returns the Tally (None when nothing
+    in the batch names a type). Runs in a thread (Django's connection)."""
+    from django.db import connection, transaction
+
+    started = time.perf_counter()
+    batch = tally(learner, rows)
+    if batch.empty():
+        return None
+    with transaction.atomic(), connection.cursor() as cursor:
+        write(learner, batch, cursor)
+    remember(learner, batch)
+    stats = learner.stats
+    stats["batches"] += 1
+    stats["rows"] += sum(count for count, _ in batch.hours.values())
+    stats["shapes"] += len(batch.shapes)
+    stats["drift"] += sum(v[0] for v in batch.drifts.values())
+    stats["seconds"] += time.perf_counter() - started
+    return batch
