@@ -1,0 +1,220 @@
+"""The queries /versions/, /versions/<type>/ and /api/versions share. They read the
+versions tables and the per-minute event rollup only, never the events themselves.
+
+Counts come by the hour (whole days from the daily table for windows over two days), so a
+window is widened to whole hours for them; "produced in the window" also checks each
+producer's exact last message."""
+from datetime import timedelta
+
+from django.db import connection
+
+from collector.versions import answer
+from collector.versions.order import label, newest, sort_versions
+
+PAGE = 50
+MINUTE_CHART = timedelta(hours=6)  # windows up to this long chart per minute
+HOUR_CHART = timedelta(days=14)  # then per hour; longer per day
+
+
+class BadFilter(ValueError):
+    pass
+
+
+def _hour_floor(moment):
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def _hour_ceil(moment):
+    floor = _hour_floor(moment)
+    return floor if floor == moment else floor + timedelta(hours=1)
+
+
+def _day_ceil(moment):
+    floor = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    return floor if floor == moment else floor + timedelta(days=1)
+
+
+def _rollup_union(window, where="", params=()):
+    """SQL selecting (type, version, producer, subject, count, bytes) rows of the window from
+    the daily and hourly tables, and its parameters."""
+    h0, h1 = _hour_floor(window.start), _hour_ceil(window.end)
+    if h1 - h0 <= timedelta(days=2):
+        sql = ("SELECT type, version, producer, subject, count, bytes FROM collector_versionrollup "
+               f"WHERE bucket >= %s AND bucket < %s {where}")
+        return sql, [h0, h1, *params]
+    d0 = _day_ceil(h0)
+    d1 = h1.replace(hour=0)
+    sql = (f"SELECT type, version, producer, subject, count, bytes FROM collector_versionrollupday "
+           f"WHERE bucket >= %s AND bucket < %s {where} "
+           f"UNION ALL SELECT type, version, producer, subject, count, bytes FROM collector_versionrollup "
+           f"WHERE ((bucket >= %s AND bucket < %s) OR (bucket >= %s AND bucket < %s)) {where}")
+    return sql, [d0, d1, *params, h0, d0, d1, h1, *params]
+
+
+def _fetch(sql, params=()):
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def parse_filters(params):
+    filters = {key: (params.get(key) or "").strip() for key in ("topic", "producer", "status", "type")}
+    if filters["status"] and filters["status"] not in answer.STATUSES:
+        raise BadFilter(f"status={filters['status']!r}: one of {', '.join(answer.STATUSES)}")
+    return {key: value for key, value in filters.items() if value}
+
+
+# --- the pieces ---------------------------------------------------------------------------------
+
+
+def _counts(window, only=None):
+    """{(type, version): {"count", "bytes", "producers": {name: count}, "subjects": set}}."""
+    where, params = ("AND type = %s", [only]) if only else ("", [])
+    sql, args = _rollup_union(window, where, params)
+    rows = _fetch(f"SELECT type, version, producer, subject, sum(count)::bigint, sum(bytes)::bigint FROM ({sql}) r "
+                  f"GROUP BY 1, 2, 3, 4", args)
+    counts = {}
+    for type_, version, producer, subject, count, size in rows:
+        item = counts.setdefault((type_, version), {"count": 0, "bytes": 0, "producers": {}, "subjects": set()})
+        item["count"] += count
+        item["bytes"] += size
+        item["producers"][producer] = item["producers"].get(producer, 0) + count
+        item["subjects"].add(subject)
+    return counts
+
+
+def _producers(only=None):
+    where, params = ("WHERE type = %s", [only]) if only else ("", [])
+    rows = _fetch(f"SELECT type, version, producer, count, first_seen, last_seen FROM collector_versionproducer "
+                  f"{where}", params)
+    found = {}
+    for type_, version, producer, count, first, last in rows:
+        found.setdefault((type_, version), []).append(
+            {"name": producer, "count": count, "first_seen": first, "last_seen": last, "instances": []})
+    return found
+
+
+CONSUMER_FIELDS = ["processed", "failed", "dead_letters", "first_processed", "last_processed", "last_failed",
+                   "last_dead_letter", "floor_passed", "stream"]
+
+
+def _consumers(types=None):
+    """{(type, version): {consumer: {...}}} of every type, or of `types`."""
+    where, params = ("WHERE type = ANY(%s)", [list(types)]) if types is not None else ("", [])
+    rows = _fetch(f"SELECT type, version, consumer, {', '.join(CONSUMER_FIELDS)} FROM collector_versionconsumer "
+                  f"{where}", params)
+    found = {}
+    for type_, version, consumer, *rest in rows:
+        found.setdefault((type_, version), {})[consumer] = dict(zip(CONSUMER_FIELDS, rest))
+    return found
+
+
+def _drift_counts(window, type_=None):
+    where, params = ("AND type = %s", [type_]) if type_ else ("", [])
+    rows = _fetch(f"SELECT type, version, sum(count)::bigint FROM collector_versiondrift "
+                  f"WHERE last_seen >= %s AND first_seen <= %s {where} GROUP BY 1, 2",
+                  [window.start, window.end, *params])
+    return {(t, v): n for t, v, n in rows}
+
+
+def _instances(types):
+    rows = _fetch("SELECT type, version, service, service_version, instance, count, last_seen "
+                  "FROM collector_versioninstance WHERE type = ANY(%s)", [list(types)])
+    found = {}
+    for type_, version, service, service_version, instance, count, last_seen in rows:
+        found.setdefault((type_, version, service), []).append(
+            {"service_version": service_version, "instance": instance, "count": count, "last_seen": last_seen})
+    return found
+
+
+def _stream_subjects(type_=None):
+    where, params = ("WHERE type = %s", [type_]) if type_ else ("", [])
+    return _fetch(f"SELECT DISTINCT type, subject FROM collector_versionstream {where}", params)
+
+
+def _assemble(window, counts, producers, consumers, drift, instances=None):
+    """{type: {version: the judge() input}}."""
+    types = {}
+    for key in set(counts) | set(producers) | set(consumers):
+        type_, version = key
+        item = counts.get(key, {})
+        listed = [dict(p) for p in producers.get(key, [])]
+        for producer in listed:
+            producer["instances"] = (instances or {}).get((type_, version, producer["name"]), [])
+            producer["in_window"] = item.get("producers", {}).get(producer["name"], 0)
+        types.setdefault(type_, {})[version] = {
+            "produced": item.get("count", 0), "bytes": item.get("bytes", 0), "producers": listed,
+            "window_producers": item.get("producers", {}), "subjects": item.get("subjects", set()),
+            "consumers": consumers.get(key, {}), "drift": drift.get(key, 0),
+        }
+    return types
+
+
+def _version_rows(type_, versions, verdicts, now):
+    total = sum(v["produced"] for v in versions.values())
+    rows = []
+    for version in sort_versions(versions):
+        info, verdict = versions[version], verdicts[version]
+        last = max((p["last_seen"] for p in info["producers"]), default=None)
+        rows.append({
+            "version": version, "label": label(version), "count": info["produced"],
+            "share": info["produced"] / total if total else 0.0,
+            "producers": sorted(p["name"] for p in info["producers"] if p["in_window"] or not total),
+            "consumers": sorted(n for n, c in info["consumers"].items() if answer.processed(c)),
+            "last_produced": last, "last_produced_text": answer.ago(last, now) if last else "never",
+            "status": verdict["status"], "answer": verdict["answer"], "drift": info["drift"],
+        })
+    return rows
+
+
+# --- /versions/ ----------------------------------------------------------------------------------
+
+
+def version_list(window, filters, after=None, limit=PAGE, now=None):
+    """(types, next cursor, counts by status): every type with its versions in the window,
+    filtered by topic, producer and status, in name order after `after`."""
+    now = now or window.end
+    counts = _counts(window)
+    producers = _producers()
+    types = _assemble(window, counts, producers, _consumers(), _drift_counts(window))
+    subjects = {}
+    for type_, subject in _stream_subjects():
+        subjects.setdefault(type_, set()).add(subject)
+    for (type_, _), item in counts.items():
+        subjects.setdefault(type_, set()).update(item["subjects"])
+    by_status = dict.fromkeys(answer.STATUSES, 0)
+    chosen = []
+    for type_ in sorted(types):
+        versions = types[type_]
+        if filters.get("type") and filters["type"].lower() not in type_.lower():
+            continue
+        if filters.get("topic") and filters["topic"] not in subjects.get(type_, ()):
+            continue
+        if filters.get("producer") and not any(
+                p["name"] == filters["producer"] for v in versions.values() for p in v["producers"]):
+            continue
+        verdicts = answer.judge(versions, window.start, now)
+        statuses = {v["status"] for v in verdicts.values()}
+        for status in statuses:
+            by_status[status] += 1
+        if filters.get("status") and filters["status"] not in statuses:
+            continue
+        chosen.append(type_)
+    start = 0
+    if after:
+        while start < len(chosen) and chosen[start] <= after:
+            start += 1
+    page = chosen[start:start + limit]
+    more = start + limit < len(chosen)
+    # Instances only for the page's types: they make the answers' words, not the statuses.
+    detailed = _assemble(window, {k: v for k, v in counts.items() if k[0] in page},
+                         {k: v for k, v in producers.items() if k[0] in page},
+                         _consumers(page), _drift_counts(window), _instances(page))
+    rows = []
+    for type_ in page:
+        versions = detailed[type_]
+        verdicts = answer.judge(versions, window.start, now)
+        rows.append({"type": type_, "versions": _version_rows(type_, versions, verdicts, now),
+                     "total": sum(v["produced"] for v in versions.values()),
+                     "subjects": sorted(subjects.get(type_, ())), "newest": label(newest(versions))})
+    return rows, (page[-1] if more and page else None), by_status
