@@ -1,0 +1,71 @@
+"""What the collector learns from real traffic: drift flagged with its event, semantic versions in
+order, events without a version grouped with their producers, schemas merged from shapes."""
+from collector.models import Event, VersionDrift, VersionShape
+from collector.versions import inference
+from tests.conftest import nats_publish, wait_until
+from tests.versions.conftest import envelope, publish_envelopes, stored, unique
+
+
+def test_a_payload_of_a_wrong_type_is_flagged_as_drift_with_its_event(versions_collector, nats_url, admin_client_):
+    """Once v1 has an established schema (item a string, qty always there), a payload with a
+    number for item, and one without qty, are drift; the page links their events."""
+    stream, subject, type_ = unique("DRIFT"), unique("drift.") + ".placed", unique("shop") + ".order.placed"
+    good = [(type_, 1, {"item": "mug", "qty": i}) for i in range(inference.MIN_ESTABLISHED)]
+    publish_envelopes(nats_url, stream, subject, good)
+    stored(type_, len(good))
+    wrong_id, wrong = envelope(type_, 1, {"item": 42, "qty": 1})
+    missing_id, missing = envelope(type_, 1, {"item": "tee"})
+    fine_id, fine = envelope(type_, 1, {"item": "tee", "qty": 3, "gift": True})  # an added field is no drift
+    nats_publish(nats_url, [(subject, data, {"Nats-Msg-Id": ident}) for ident, data in
+                            ((wrong_id, wrong), (missing_id, missing), (fine_id, fine))])
+    wait_until(lambda: VersionDrift.objects.filter(type=type_).count() == 2, 20, "two drifting shapes")
+    by_path = {d.reasons[0]["path"]: d for d in VersionDrift.objects.filter(type=type_)}
+    assert set(by_path) == {"item", "qty"}
+    assert by_path["item"].reasons[0]["kind"] == "type" and by_path["item"].reasons[0]["found"] == "integer"
+    assert by_path["qty"].reasons[0]["kind"] == "missing"
+    wrong_event = Event.objects.get(event_id=wrong_id)
+    assert by_path["item"].first_event_id == by_path["item"].last_event_id == wrong_event.id
+    assert by_path["item"].version == "1" and by_path["item"].count == 1
+
+    page = admin_client_.get(f"/versions/{type_}/", {"last": "15m"}).content.decode()
+    assert "item is integer, was always string" in page and f"/events/{wrong_event.id}/" in page
+    listed = admin_client_.get("/api/versions", {"last": "15m", "status": "drifting"}).json()
+    assert [(t["type"], t["versions"][0]["status"]) for t in listed["types"]] == [(type_, "drifting")]
+    # Schema: the union of the shapes, with presence and types; the shapes add up to every payload.
+    schema = admin_client_.get(f"/api/versions/{type_}/schema", {"version": "1"})
+    assert schema["Content-Disposition"].startswith("attachment")
+    document = schema.json()
+    assert document["properties"]["item"]["type"] == ["string", "integer"]
+    assert document["required"] == ["item"] and document["x-eventscope"]["payloads"] == len(good) + 3
+    assert sum(VersionShape.objects.filter(type=type_).values_list("count", flat=True)) == len(good) + 3
+
+
+def test_semantic_versions_sort_as_versions_and_unversioned_events_are_grouped_with_their_producers(
+        versions_collector, nats_url, admin_client_):
+    """Versions from type suffixes and schema URLs (1.9.0, 1.10.0, 2) sort as versions: 2 is
+    current; events without a version form one group naming every producer that sends them."""
+    stream, subject, type_ = unique("SEMVER"), unique("semver.") + ".changed", unique("shop") + ".user.changed"
+    messages = []
+    for suffix in ("v1.10.0", "v1.9.0", "v2", "v1.9.0"):
+        ident, data = envelope(f"{type_}.{suffix}", None, {"name": "ann"})
+        messages.append((subject, data, {"Nats-Msg-Id": ident, "Micro-From-Service": "users"}))
+    for producer in ("legacy-users", "importer"):
+        ident, data = envelope(type_, None, {"name": "bob"})
+        messages.append((subject, data, {"Nats-Msg-Id": ident, "Micro-From-Service": producer}))
+    ident, data = envelope(type_, None, {"name": "cy"})
+    messages.append((subject, data, {"Nats-Msg-Id": ident, "dataschema": "https://schemas.test/user/v1.2.0.json",
+                                     "Micro-From-Service": "users"}))
+    nats_publish(nats_url, messages, stream=stream, subjects=[subject])
+    stored(type_, len(messages))
+
+    data = admin_client_.get(f"/api/versions/{type_}", {"last": "15m"}).json()
+    assert [v["version"] for v in data["versions"]] == ["", "1.2.0", "1.9.0", "1.10.0", "2"]
+    statuses = {v["version"]: v["status"] for v in data["versions"]}
+    assert statuses["2"] == "current" and statuses[""] == "unversioned"
+    assert statuses["1.10.0"] == "superseded"
+    unversioned = data["versions"][0]
+    assert unversioned["label"] == "unversioned" and unversioned["producers"] == ["importer", "legacy-users"]
+    assert "importer and legacy-users" in unversioned["answer"]["text"]
+    page = admin_client_.get("/versions/", {"last": "15m", "producer": "importer"}).content.decode()
+    assert type_ in page and "unversioned" in page
+    assert page.index(">v1.9.0<") < page.index(">v1.10.0<") < page.index(">v2<")
