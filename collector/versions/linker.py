@@ -80,8 +80,9 @@ SET count = collector_versioninstance.count + EXCLUDED.count,
 """
 
 MERGE_DEAD_LETTERS = """
-INSERT INTO collector_versionconsumer (type, version, consumer, dead_letters, last_dead_letter, stream)
-SELECT e.type, coalesce(e.version, ''), d.consumer, count(*), max(d.first_seen), max(d.stream)
+INSERT INTO collector_versionconsumer (type, version, consumer, processed, failed, dead_letters, last_dead_letter,
+                                       stream)
+SELECT e.type, coalesce(e.version, ''), d.consumer, 0, 0, count(*), max(d.first_seen), max(d.stream)
 FROM collector_deadletter d
 JOIN LATERAL (SELECT type, version FROM collector_event e WHERE e.id = d.event_id LIMIT 1) e ON true
 WHERE d.id > %s AND d.id <= %s AND e.type IS NOT NULL
@@ -104,8 +105,9 @@ WHERE NOT c.observer AND c.gone_at IS NULL
 """
 
 MERGE_FLOORS = """
-INSERT INTO collector_versionconsumer (type, version, consumer, floor_passed, stream)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[])
+INSERT INTO collector_versionconsumer (type, version, consumer, processed, failed, dead_letters, floor_passed, stream)
+SELECT t, v, c, 0, 0, 0, f, s FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[])
+    AS x(t, v, c, f, s)
 ON CONFLICT (type, version, consumer) DO UPDATE
 SET floor_passed = least(collector_versionconsumer.floor_passed, EXCLUDED.floor_passed),
     stream = CASE WHEN collector_versionconsumer.stream = '' THEN EXCLUDED.stream
