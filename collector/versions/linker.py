@@ -16,6 +16,7 @@ Spans are read SETTLE seconds after they were received, so the events they carri
 stored by then; a span whose event is not stored (or carries none) links nothing. A span
 committed more than SETTLE seconds after its receive time is missed, and so is a dead letter
 whose row commits after a later one was read: limits of a cursor, written down here."""
+import json
 import logging
 from datetime import timedelta
 
@@ -206,7 +207,8 @@ def _link_floors(cursor):
         by_stream.setdefault((broker, stream), []).append((subject, type_, version, min_seq, last_seen))
     passed = {}
     for name, broker, stream, config, created_at, floor, at in consumers:
-        filters = (config or {}).get("filter_subjects") or []
+        config = json.loads(config) if isinstance(config, (str, bytes)) else (config or {})
+        filters = config.get("filter_subjects") or []
         for subject, type_, version, min_seq, last_seen in by_stream.get((broker, stream), []):
             if floor < min_seq or (filters and not any_match(filters, subject)):
                 continue

@@ -1,6 +1,6 @@
 """The answer to "can we stop publishing v1?", from traffic published through real NATS into a
 running collector and spans exported by the real OpenTelemetry exporter."""
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from collector.models import VersionConsumer
 from tests.conftest import wait_until
@@ -14,7 +14,7 @@ def test_a_consumer_that_never_processed_v2_blocks_retiring_v1_until_it_does(ver
     stream, subject, type_ = unique("RETIRE"), unique("retire.") + ".created", unique("shop") + ".order.created"
     v1 = publish_envelopes(nats_url, stream, subject, [(type_, 1, {"item": "mug", "qty": i}) for i in range(5)])
     stored(type_, 5)
-    after_v1 = datetime.now(timezone.utc)
+    after_v1 = datetime.now(UTC)
     v2 = publish_envelopes(nats_url, stream + "B", subject + ".b",
                            [(type_, 2, {"sku": "mug", "qty": i, "currency": "EUR"}) for i in range(5)])
     stored(type_, 10)
@@ -30,7 +30,7 @@ def test_a_consumer_that_never_processed_v2_blocks_retiring_v1_until_it_does(ver
                and VersionConsumer.objects.filter(type=type_, consumer="billing", processed=5).count() == 2,
                20, "consumer spans linked to versions")
 
-    window = {"from": after_v1.isoformat(), "to": (datetime.now(timezone.utc) + timedelta(minutes=1)).isoformat()}
+    window = {"from": after_v1.isoformat(), "to": (datetime.now(UTC) + timedelta(minutes=1)).isoformat()}
     data = admin_client_.get(f"/api/versions/{type_}", window).json()
     v1_row = next(v for v in data["versions"] if v["version"] == "1")
     assert v1_row["status"] == "blocked"
