@@ -18,6 +18,7 @@ committed more than SETTLE seconds after its receive time is missed, and so is a
 whose row commits after a later one was read: limits of a cursor, written down here."""
 import json
 import logging
+import time
 from datetime import timedelta
 
 from channels.db import database_sync_to_async
@@ -33,6 +34,16 @@ SETTLE = 5.0  # seconds a span waits before it is linked
 CHUNK = timedelta(hours=1)  # of spans per statement
 START_BACK = timedelta(days=1)  # how far back a first round reads spans
 FLOOR_SAMPLES = timedelta(hours=1)  # ack floors older than this are not read
+PRUNE_EVERY = 3600.0  # seconds between two prunes of the versions tables
+# What the versions tables keep: hourly counts for a month (longer windows read the daily
+# ones), daily counts, producers, shapes and drift for a year (the longest window), producer
+# instances for a month. Shapes with their examples outlive the events on purpose.
+KEEP = {
+    "collector_versionrollup": ("bucket", timedelta(days=35)),
+    "collector_versionrollupday": ("bucket", timedelta(days=400)),
+    "collector_versiondrift": ("last_seen", timedelta(days=400)),
+    "collector_versioninstance": ("last_seen", timedelta(days=35)),
+}
 
 LINKED_SPANS = """
 CREATE TEMP TABLE version_linked ON COMMIT DROP AS
@@ -121,13 +132,30 @@ def install_linker(collector):
 
 
 async def run(collector, stop):
-    """Extension: a linking round every INTERVAL seconds until the collector stops."""
+    """Extension: a linking round every INTERVAL seconds until the collector stops, and a
+    prune of the versions tables once an hour."""
+    next_prune = time.monotonic() + 60
     while not stop.is_set():
         try:
             await database_sync_to_async(link_round)()
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + PRUNE_EVERY
+                await database_sync_to_async(prune)()
         except Exception as error:  # noqa: BLE001 (the next round tries again; the cursors did not move)
             log.warning("versions linking round failed: %s", error)
         await pause(stop, INTERVAL)
+
+
+def prune(now=None):
+    """Delete what the versions tables keep no longer (KEEP). Returns {table: rows deleted}."""
+    from django.db import connection
+
+    deleted = {}
+    with connection.cursor() as cursor:
+        for table, (column, keep) in KEEP.items():
+            cursor.execute(f"DELETE FROM {table} WHERE {column} < coalesce(%s, now()) - %s", [now, keep])
+            deleted[table] = cursor.rowcount
+    return deleted
 
 
 def link_round():

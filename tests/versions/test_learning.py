@@ -69,3 +69,39 @@ def test_semantic_versions_sort_as_versions_and_unversioned_events_are_grouped_w
     page = admin_client_.get("/versions/", {"last": "15m", "producer": "importer"}).content.decode()
     assert type_ in page and "unversioned" in page
     assert page.index(">v1.9.0<") < page.index(">v1.10.0<") < page.index(">v2<")
+
+
+def test_examples_outlive_event_retention_and_their_event_links_answer_410(versions_collector, nats_url,
+                                                                          admin_client_):
+    from datetime import UTC, datetime, timedelta
+
+    from collector.events.retention import prune
+
+    stream, subject, type_ = unique("EXPIRE"), unique("expire.") + ".sent", unique("shop") + ".mail.sent"
+    publish_envelopes(nats_url, stream, subject, [(type_, 3, {"to": "ann@example.test", "tries": 1})])
+    stored(type_, 1)
+    shape = VersionShape.objects.get(type=type_)
+    assert shape.example == {"to": "ann@example.test", "tries": 1} and shape.example_subject == subject
+    assert admin_client_.get(f"/events/{shape.example_event_id}/").status_code == 200
+
+    prune(now=datetime.now(UTC) + timedelta(days=10), days=7)  # today's events are past retention
+    assert not Event.objects.filter(id=shape.example_event_id).exists()
+    page = admin_client_.get(f"/versions/{type_}/", {"last": "15m"}).content.decode()
+    assert "ann@example.test" in page and f"/events/{shape.example_event_id}/" in page
+    assert admin_client_.get(f"/events/{shape.example_event_id}/").status_code == 410
+
+
+def test_prune_keeps_a_month_of_hourly_counts_and_a_year_of_daily_ones(db):
+    """Retention of the versions tables, as the collector runs it once an hour."""
+    from datetime import UTC, datetime, timedelta
+
+    from collector.models import VersionRollup, VersionRollupDay
+    from collector.versions.linker import prune
+
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    for days in (1, 40):
+        VersionRollup.objects.create(bucket=now - timedelta(days=days), type="t", subject="s", count=1)
+        VersionRollupDay.objects.create(bucket=now - timedelta(days=days * 10), type="t", subject="s", count=1)
+    deleted = prune()
+    assert deleted["collector_versionrollup"] == 1 and deleted["collector_versionrollupday"] == 1
+    assert list(VersionRollup.objects.values_list("bucket", flat=True)) == [now - timedelta(days=1)]
