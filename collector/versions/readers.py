@@ -1,9 +1,9 @@
-"""The queries /versions/, /versions/<type>/ and /api/versions share. They read the
-versions tables and the per-minute event rollup only, never the events themselves.
+"""The queries /versions/ and /api/versions share, and the pieces /versions/<type>/ reuses.
+They read the versions tables only, never the events themselves.
 
-Counts come by the hour (whole days from the daily table for windows over two days), so a
-window is widened to whole hours for them; "produced in the window" also checks each
-producer's exact last message."""
+Counts come by the hour, or by the day for windows over two days, so a window is widened
+to whole hours (days) for them; "produced in the window" also checks each producer's exact
+last message."""
 from datetime import timedelta
 
 from django.db import connection
@@ -35,20 +35,17 @@ def _day_ceil(moment):
 
 
 def _rollup_union(window, where="", params=()):
-    """SQL selecting (type, version, producer, subject, count, bytes) rows of the window from
-    the daily and hourly tables, and its parameters."""
+    """SQL selecting (type, version, producer, subject, count, bytes) rows of the window, and
+    its parameters: hourly rows for windows up to two days, else daily rows (the window
+    widened to whole UTC days, so a month reads some 30 rows per series, not 720)."""
     h0, h1 = _hour_floor(window.start), _hour_ceil(window.end)
     if h1 - h0 <= timedelta(days=2):
-        sql = ("SELECT type, version, producer, subject, count, bytes FROM collector_versionrollup "
-               f"WHERE bucket >= %s AND bucket < %s {where}")
-        return sql, [h0, h1, *params]
-    d0 = _day_ceil(h0)
-    d1 = h1.replace(hour=0)
-    sql = (f"SELECT type, version, producer, subject, count, bytes FROM collector_versionrollupday "
-           f"WHERE bucket >= %s AND bucket < %s {where} "
-           f"UNION ALL SELECT type, version, producer, subject, count, bytes FROM collector_versionrollup "
-           f"WHERE ((bucket >= %s AND bucket < %s) OR (bucket >= %s AND bucket < %s)) {where}")
-    return sql, [d0, d1, *params, h0, d0, d1, h1, *params]
+        table, start, end = "collector_versionrollup", h0, h1
+    else:
+        table, start, end = "collector_versionrollupday", h0.replace(hour=0), _day_ceil(h1)
+    sql = (f"SELECT type, version, producer, subject, count, bytes FROM {table} "
+           f"WHERE bucket >= %s AND bucket < %s {where}")
+    return sql, [start, end, *params]
 
 
 def _fetch(sql, params=()):
