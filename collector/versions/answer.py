@@ -57,12 +57,13 @@ def processed_since(consumer):
     return min(moments) if moments else None
 
 
-def judge(versions, window_start, now):
+def judge(versions, window_start, now, words=True):
     """`versions`: {version: {"produced": messages in the window, "producers": [{"name",
     "last_seen", "count", "instances": [{"service_version", "instance"}]}], "consumers":
     {name: {"processed", "floor_passed", "first_processed", "failed", "dead_letters",
     "last_dead_letter"}}, "drift": drift events in the window}}.
-    Returns {version: {"status", "answer": {"safe", "blockers", "text"}}}."""
+    Returns {version: {"status", "answer": {"safe", "blockers", "text"}}}; without `words`
+    only the statuses are meant (the answers' texts are left empty)."""
     order = sort_versions(versions)
     top = newest(order)
     verdicts = {}
@@ -77,7 +78,7 @@ def judge(versions, window_start, now):
             answer = {"safe": False, "blockers": [],
                       "text": f"events without a version, sent by {senders or 'no known producer'}"}
         else:
-            answer = retire(version, top, versions, window_start, now)
+            answer = retire(version, top, versions, window_start, now, words)
             status = SAFE if answer["safe"] else (SUPERSEDED if _produced_in(info, window_start) else BLOCKED)
         if info.get("drift"):
             status = DRIFTING
@@ -85,13 +86,27 @@ def judge(versions, window_start, now):
     return verdicts
 
 
+def _blocked(version, top, versions, window_start):
+    """Whether anything blocks retiring `version` (what `retire` lists, without the words)."""
+    info, newest_info = versions[version], versions[top]
+    if info.get("produced") and any(p["last_seen"] >= window_start for p in info["producers"]):
+        return True
+    if any(processed(c) and name and not processed(newest_info["consumers"].get(name, {}))
+           for name, c in info["consumers"].items()):
+        return True
+    return any(c.get("dead_letters") and c.get("last_dead_letter") and c["last_dead_letter"] >= window_start
+               for c in newest_info["consumers"].values())
+
+
 def _produced_in(info, window_start):
     return bool(info.get("produced")) and any(p["last_seen"] >= window_start for p in info["producers"])
 
 
-def retire(version, top, versions, window_start, now):
+def retire(version, top, versions, window_start, now, words=True):
     """The answer for an old `version` against the newest `top`, in words and as data."""
     info, newest_info = versions[version], versions[top]
+    if not words:
+        return {"safe": _blocked(version, top, versions, window_start) is False, "blockers": [], "text": ""}
     blockers = []
     for producer in sorted(info["producers"], key=lambda p: p["name"]):
         if info.get("produced") and producer["last_seen"] >= window_start:

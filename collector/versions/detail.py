@@ -120,12 +120,12 @@ def chart(window, type_, subjects):
 def type_detail(window, type_, now=None):
     """Everything /versions/<type>/ shows, or None when the type was never seen."""
     now = now or window.end
-    counts = _counts(window, type_)
-    producers = _producers(type_)
+    counts = _counts(window, [type_])
+    producers = _producers([type_])
     consumers = _consumers([type_])
     if not (counts or producers or consumers):
         return None
-    types = _assemble(window, counts, producers, consumers, _drift_counts(window, type_), _instances([type_]))
+    types = _assemble(window, counts, producers, consumers, _drift_counts(window, [type_]), _instances([type_]))
     versions = types.get(type_, {})
     verdicts = answer.judge(versions, window.start, now)
     rows = _version_rows(type_, versions, verdicts, now)
@@ -133,7 +133,7 @@ def type_detail(window, type_, now=None):
     subjects = set()
     for item in counts.values():
         subjects |= item["subjects"]
-    for _, subject in _stream_subjects(type_):
+    for _, subject in _stream_subjects([type_]):
         subjects.add(subject)
     shape_rows = shapes(type_)
     found = schemas(shape_rows)

@@ -5,11 +5,13 @@ and the unversioned group (`""`) sorts before every version. A leading `v` is ig
 Versions that are not numbers (`beta`, `2024-01`, `1.2.0-rc1`) sort after the numeric
 part they start with, their text compared piece by piece, numbers as numbers."""
 import re
+from functools import lru_cache
 
 UNVERSIONED = ""
 _PIECES = re.compile(r"\d+|[^\d.\-_+]+")
 
 
+@lru_cache(maxsize=4096)
 def version_key(version):
     """A sort key: tuples of (0, number) for numeric pieces and (1, text) for others, with
     trailing zero pieces dropped so that 1 == 1.0 == 1.0.0."""

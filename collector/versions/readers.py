@@ -4,7 +4,7 @@ They read the versions tables only, never the events themselves.
 Counts come by the hour, or by the day for windows over two days, so a window is widened
 to whole hours (days) for them; "produced in the window" also checks each producer's exact
 last message."""
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.db import connection
 
@@ -64,9 +64,14 @@ def parse_filters(params):
 # --- the pieces ---------------------------------------------------------------------------------
 
 
-def _counts(window, only=None):
+def _only(types, word="AND"):
+    """SQL and parameters restricting a query to `types` (None: every type)."""
+    return (f"{word} type = ANY(%s)", [list(types)]) if types is not None else ("", [])
+
+
+def _counts(window, types=None):
     """{(type, version): {"count", "bytes", "producers": {name: count}, "subjects": set}}."""
-    where, params = ("AND type = %s", [only]) if only else ("", [])
+    where, params = _only(types)
     sql, args = _rollup_union(window, where, params)
     rows = _fetch(f"SELECT type, version, producer, subject, sum(count)::bigint, sum(bytes)::bigint FROM ({sql}) r "
                   f"GROUP BY 1, 2, 3, 4", args)
@@ -80,8 +85,8 @@ def _counts(window, only=None):
     return counts
 
 
-def _producers(only=None):
-    where, params = ("WHERE type = %s", [only]) if only else ("", [])
+def _producers(types=None):
+    where, params = _only(types, "WHERE")
     rows = _fetch(f"SELECT type, version, producer, count, first_seen, last_seen FROM collector_versionproducer "
                   f"{where}", params)
     found = {}
@@ -97,7 +102,7 @@ CONSUMER_FIELDS = ["processed", "failed", "dead_letters", "first_processed", "la
 
 def _consumers(types=None):
     """{(type, version): {consumer: {...}}} of every type, or of `types`."""
-    where, params = ("WHERE type = ANY(%s)", [list(types)]) if types is not None else ("", [])
+    where, params = _only(types, "WHERE")
     rows = _fetch(f"SELECT type, version, consumer, {', '.join(CONSUMER_FIELDS)} FROM collector_versionconsumer "
                   f"{where}", params)
     found = {}
@@ -106,8 +111,8 @@ def _consumers(types=None):
     return found
 
 
-def _drift_counts(window, type_=None):
-    where, params = ("AND type = %s", [type_]) if type_ else ("", [])
+def _drift_counts(window, types=None):
+    where, params = _only(types)
     rows = _fetch(f"SELECT type, version, sum(count)::bigint FROM collector_versiondrift "
                   f"WHERE last_seen >= %s AND first_seen <= %s {where} GROUP BY 1, 2",
                   [window.start, window.end, *params])
@@ -124,8 +129,8 @@ def _instances(types):
     return found
 
 
-def _stream_subjects(type_=None):
-    where, params = ("WHERE type = %s", [type_]) if type_ else ("", [])
+def _stream_subjects(types=None):
+    where, params = _only(types, "WHERE")
     return _fetch(f"SELECT DISTINCT type, subject FROM collector_versionstream {where}", params)
 
 
@@ -164,49 +169,88 @@ def _version_rows(type_, versions, verdicts, now):
     return rows
 
 
+# --- lean rows: what statuses need, for every type at once (no datetimes to parse) ---------------
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _lean_versions(window):
+    """{type: {version: judge() input}} for statuses only: counts per version, whether each
+    producer sent it since the window's start, whether each consumer processed it, dead
+    letters in the window. Timestamps stand in as the window's start (recent) or EPOCH."""
+    start = window.start
+    sql, args = _rollup_union(window)
+    counts = {(t, v): n for t, v, n in _fetch(
+        f"SELECT type, version, sum(count)::bigint FROM ({sql}) r GROUP BY 1, 2", args)}
+    producers = {}
+    for type_, version, name, recent in _fetch(
+            "SELECT type, version, producer, last_seen >= %s FROM collector_versionproducer", [start]):
+        producers.setdefault((type_, version), []).append(
+            {"name": name, "last_seen": start if recent else EPOCH, "count": 0, "instances": [], "in_window": 0})
+    consumers = {}
+    for type_, version, name, done, dead in _fetch(
+            "SELECT type, version, consumer, processed > 0 OR floor_passed IS NOT NULL, "
+            "CASE WHEN last_dead_letter >= %s THEN dead_letters ELSE 0 END FROM collector_versionconsumer", [start]):
+        consumers.setdefault((type_, version), {})[name] = {
+            "processed": int(done), "floor_passed": None, "dead_letters": dead, "last_dead_letter": start if dead else None}
+    drift = _drift_counts(window)
+    types = {}
+    for key in set(counts) | set(producers) | set(consumers):
+        types.setdefault(key[0], {})[key[1]] = {
+            "produced": counts.get(key, 0), "producers": producers.get(key, []), "consumers": consumers.get(key, {}),
+            "drift": drift.get(key, 0)}
+    return types
+
+
+def _types_on(window, topic):
+    """Types seen on `topic`: in the window's counts, or ever on a stream."""
+    sql, args = _rollup_union(window, "AND subject = %s", [topic])
+    rows = _fetch(f"SELECT DISTINCT type FROM ({sql}) r UNION SELECT type FROM collector_versionstream "
+                  f"WHERE subject = %s", [*args, topic])
+    return {row[0] for row in rows}
+
+
 # --- /versions/ ----------------------------------------------------------------------------------
 
 
 def version_list(window, filters, after=None, limit=PAGE, now=None):
     """(types, next cursor, counts by status): every type with its versions in the window,
-    filtered by topic, producer and status, in name order after `after`."""
+    filtered by type name, topic, producer and status, in name order after `after`. Statuses
+    of every type come from lean rows; the page's types are then read in full."""
     now = now or window.end
-    counts = _counts(window)
-    producers = _producers()
-    types = _assemble(window, counts, producers, _consumers(), _drift_counts(window))
-    subjects = {}
-    for type_, subject in _stream_subjects():
-        subjects.setdefault(type_, set()).add(subject)
-    for (type_, _), item in counts.items():
-        subjects.setdefault(type_, set()).update(item["subjects"])
+    lean = _lean_versions(window)
+    on_topic = _types_on(window, filters["topic"]) if filters.get("topic") else None
     by_status = dict.fromkeys(answer.STATUSES, 0)
     chosen = []
-    for type_ in sorted(types):
-        versions = types[type_]
+    for type_ in sorted(lean):
+        versions = lean[type_]
         if filters.get("type") and filters["type"].lower() not in type_.lower():
             continue
-        if filters.get("topic") and filters["topic"] not in subjects.get(type_, ()):
+        if on_topic is not None and type_ not in on_topic:
             continue
         if filters.get("producer") and not any(
                 p["name"] == filters["producer"] for v in versions.values() for p in v["producers"]):
             continue
-        verdicts = answer.judge(versions, window.start, now)
-        statuses = {v["status"] for v in verdicts.values()}
+        statuses = {v["status"] for v in answer.judge(versions, window.start, now, words=False).values()}
         for status in statuses:
             by_status[status] += 1
         if filters.get("status") and filters["status"] not in statuses:
             continue
         chosen.append(type_)
-    start = 0
+    begin = 0
     if after:
-        while start < len(chosen) and chosen[start] <= after:
-            start += 1
-    page = chosen[start:start + limit]
-    more = start + limit < len(chosen)
-    # Instances only for the page's types: they make the answers' words, not the statuses.
-    detailed = _assemble(window, {k: v for k, v in counts.items() if k[0] in page},
-                         {k: v for k, v in producers.items() if k[0] in page},
-                         _consumers(page), _drift_counts(window), _instances(page))
+        while begin < len(chosen) and chosen[begin] <= after:
+            begin += 1
+    page = chosen[begin:begin + limit]
+    more = begin + limit < len(chosen)
+    counts = _counts(window, page)
+    detailed = _assemble(window, counts, _producers(page), _consumers(page), _drift_counts(window, page),
+                         _instances(page))
+    subjects = {}
+    for type_, subject in _stream_subjects(page):
+        subjects.setdefault(type_, set()).add(subject)
+    for (type_, _), item in counts.items():
+        subjects.setdefault(type_, set()).update(item["subjects"])
     rows = []
     for type_ in page:
         versions = detailed[type_]
