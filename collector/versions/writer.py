@@ -175,7 +175,8 @@ def _check_drift(learner, batch, cursor):
             schema = fresh.get(key[:2])
             if schema is None:
                 schema = fresh[key[:2]] = _schema_in_store(cursor, *key[:2])
-            reasons = inference.drift(paths, schema) if key not in schema.fingerprints else []
+            # A shape already in the store keeps the verdict it got when it first appeared.
+            reasons = schema.drifting.get(key[2], []) if key in schema.fingerprints else inference.drift(paths, schema)
             batch.pending_reasons[key] = reasons
         if reasons:
             batch.drifts[key] = [count, row, row, reasons]
@@ -191,6 +192,9 @@ def _schema_in_store(cursor, type_, version):
     rows = cursor.fetchall()
     schema = inference.Schema.from_shapes((_json(paths), count) for _, paths, count in rows)
     schema.fingerprints = {(type_, version, fingerprint) for fingerprint, _, _ in rows}
+    cursor.execute("SELECT fingerprint, reasons FROM collector_versiondrift WHERE type = %s AND version = %s",
+                   [type_, version])
+    schema.drifting = {fingerprint: _json(reasons) for fingerprint, reasons in cursor.fetchall()}
     return schema
 
 

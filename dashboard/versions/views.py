@@ -2,7 +2,6 @@
 (share chart, matrices, schemas, the diff between two versions, drift and examples). Both
 read the versions tables only; the chart's series reach the page as a json_script block,
 drawn by frontend/src/versions.js."""
-from urllib.parse import quote
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
@@ -25,7 +24,7 @@ def require_viewer(request):
 
 
 def type_url(type_, window):
-    return f"{reverse('versions')}{quote(type_, safe='')}/?{urlencode(window.query())}"
+    return f"{reverse('version_type', args=[type_])}?{urlencode(window.query())}"
 
 
 def list_context(request):

@@ -52,11 +52,14 @@ def test_semantic_versions_sort_as_versions_and_unversioned_events_are_grouped_w
     for producer in ("legacy-users", "importer"):
         ident, data = envelope(type_, None, {"name": "bob"})
         messages.append((subject, data, {"Nats-Msg-Id": ident, "Micro-From-Service": producer}))
+    slashed_id, slashed = envelope(f"{type_}/eu", "1", {"name": "dee"})  # CloudEvents types are free text
+    messages.append((subject, slashed, {"Nats-Msg-Id": slashed_id}))
     ident, data = envelope(type_, None, {"name": "cy"})
     messages.append((subject, data, {"Nats-Msg-Id": ident, "dataschema": "https://schemas.test/user/v1.2.0.json",
                                      "Micro-From-Service": "users"}))
     nats_publish(nats_url, messages, stream=stream, subjects=[subject])
-    stored(type_, len(messages))
+    stored(type_, len(messages) - 1)
+    stored(f"{type_}/eu", 1)
 
     data = admin_client_.get(f"/api/versions/{type_}", {"last": "15m"}).json()
     assert [v["version"] for v in data["versions"]] == ["", "1.2.0", "1.9.0", "1.10.0", "2"]
@@ -69,6 +72,8 @@ def test_semantic_versions_sort_as_versions_and_unversioned_events_are_grouped_w
     page = admin_client_.get("/versions/", {"last": "15m", "producer": "importer"}).content.decode()
     assert type_ in page and "unversioned" in page
     assert page.index(">v1.9.0<") < page.index(">v1.10.0<") < page.index(">v2<")
+    assert admin_client_.get(f"/versions/{type_}/eu/", {"last": "15m"}).status_code == 200
+    assert admin_client_.get(f"/api/versions/{type_}/eu/schema", {"version": "1"}).json()["required"] == ["name"]
 
 
 def test_examples_outlive_event_retention_and_their_event_links_answer_410(versions_collector, nats_url,
