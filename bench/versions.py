@@ -245,9 +245,32 @@ call_command("collect")
 """
 
 
+def cpu_seconds(pids):
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            process = psutil.Process(pid)
+            for p in [process, *process.children(recursive=True)]:
+                times = p.cpu_times()
+                total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def postgres_pids():
+    import psutil
+
+    return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+
+
 def collect(env, count, learning, consumer):
     """`manage.py collect` (every extension, or all but versions) on the backlog under a
-    fresh observer name; msg/s from its first acked message to the last."""
+    fresh observer name: (msg/s, collector CPU us per message, PostgreSQL CPU us per message)
+    from its first acked message to the last. CPU per message holds still on a busy machine
+    where the rate does not."""
     from django.db import connection
 
     with connection.cursor() as cursor:
@@ -263,12 +286,16 @@ def collect(env, count, learning, consumer):
             floor = ack_floor(env["NATS_URL"], consumer)
             if started is None and floor > 0:
                 started, first = time.perf_counter(), floor
+                pg = postgres_pids()
+                cpu, pg_cpu = cpu_seconds([process.pid]), cpu_seconds(pg)
             if floor >= count:
+                cpu, pg_cpu = cpu_seconds([process.pid]) - cpu, cpu_seconds(pg) - pg_cpu
                 break
             if process.poll() is not None:
                 raise RuntimeError(process.stderr.read().decode()[-2000:])
             time.sleep(0.1)
-        return (count - first) / (time.perf_counter() - started)
+        done = count - first
+        return done / (time.perf_counter() - started), cpu / done * 1e6, pg_cpu / done * 1e6
     finally:
         process.terminate()
         process.wait(30)
@@ -279,15 +306,19 @@ def measure_ingest(env, messages, size, rounds):
     read = asyncio.run(raw_read(env["NATS_URL"], messages))
     print(f"backlog: {messages:,} envelopes of ~{size} bytes, 200 types x 3 versions")
     print(f"  limit: raw nats-py read + ack {read:,.0f} msg/s")
-    rates = {True: [], False: []}
+    runs = {True: [], False: []}
     for index in range(rounds):
         for learning in (False, True):
-            rate = collect(env, messages, learning, f"bench_{'on' if learning else 'off'}{index}")
-            rates[learning].append(rate)
-            print(f"  collector, version learning {'on ' if learning else 'off'}: {rate:,.0f} msg/s", flush=True)
-    on, off = statistics.median(rates[True]), statistics.median(rates[False])
-    print(f"  medians: on {on:,.0f} msg/s, off {off:,.0f} msg/s: learning costs {1 - on / off:.1%} "
+            rate, cpu, pg_cpu = collect(env, messages, learning, f"bench_{'on' if learning else 'off'}{index}")
+            runs[learning].append((rate, cpu, pg_cpu))
+            print(f"  collector, version learning {'on ' if learning else 'off'}: {rate:,.0f} msg/s; CPU per message: "
+                  f"collector {cpu:.0f} us, PostgreSQL {pg_cpu:.0f} us", flush=True)
+    on = [statistics.median(run[i] for run in runs[True]) for i in range(3)]
+    off = [statistics.median(run[i] for run in runs[False]) for i in range(3)]
+    print(f"  medians: on {on[0]:,.0f} msg/s, off {off[0]:,.0f} msg/s: rate {1 - on[0] / off[0]:+.1%} slower "
           f"(target < 10%)")
+    print(f"  CPU per message, collector + PostgreSQL: on {on[1] + on[2]:.0f} us, off {off[1] + off[2]:.0f} us: "
+          f"{(on[1] + on[2]) / (off[1] + off[2]) - 1:+.1%} (the rate a free machine would lose)")
 
 
 def main():
