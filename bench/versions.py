@@ -44,14 +44,15 @@ FILL = [
     """CREATE TEMP TABLE bench_hours AS
        SELECT s.*, date_trunc('hour', now()) - h * interval '1 hour' AS bucket
        FROM bench_series s, generate_series(0, %(days)s * 24 - 1) h WHERE s.hot OR (h + s.t) %% 6 = 0""",
-    """INSERT INTO collector_versionrollup (bucket, type, version, producer, subject, count, bytes)
-       SELECT bucket, type, version, producer, subject, %(per_row)s, %(per_row)s * 900 FROM bench_hours""",
+    """INSERT INTO collector_versionrollup (bucket, type, version, producer, subject, count, bytes, first_seen,
+                                            last_seen)
+       SELECT bucket, type, version, producer, subject, %(per_row)s, %(per_row)s * 900, bucket,
+              bucket + interval '59 minutes' FROM bench_hours""",
     """INSERT INTO collector_versionrollupday (bucket, type, version, producer, subject, count, bytes)
        SELECT date_trunc('day', bucket), type, version, producer, subject, sum(count), sum(bytes)
        FROM collector_versionrollup GROUP BY 1, 2, 3, 4, 5""",
-    """INSERT INTO collector_versionproducer (type, version, producer, count, first_seen, last_seen)
-       SELECT type, version, producer, sum(count), min(bucket), max(bucket) + interval '59 minutes'
-       FROM collector_versionrollup GROUP BY 1, 2, 3""",
+    """INSERT INTO collector_versionproducer (type, version, producer, first_seen, last_seen)
+       SELECT type, version, producer, min(first_seen), max(last_seen) FROM collector_versionrollup GROUP BY 1, 2, 3""",
     """INSERT INTO collector_versionstream (broker_id, stream, subject, type, version, min_seq, max_seq, count,
                                             first_seen, last_seen)
        SELECT 1, 'S' || (t %% 150), subject, type, version, t * 1000 + version::int, t * 1000 + 900, 1000,
@@ -261,9 +262,10 @@ def cpu_seconds(pids):
 
 
 def postgres_pids():
-    import psutil
-
-    return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+    """This benchmark's PostgreSQL: its postmaster (its backends are its children)."""
+    for found in Path(os.environ["BENCH_FOLDER"]).rglob("postmaster.pid"):
+        return [int(found.read_text().splitlines()[0])]
+    return []
 
 
 def collect(env, count, learning, consumer):
@@ -348,6 +350,7 @@ def main():
         if variable != "EVENTSCOPE_METRICS_PORT":
             env[variable] = str(servers.free_port(default + 21000, kind=kind))
     os.environ.update(env)
+    os.environ["BENCH_FOLDER"] = str(folder)
     try:
         subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
         import django

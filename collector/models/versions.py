@@ -75,7 +75,12 @@ class _Rollup(models.Model):
 
 
 class VersionRollup(_Rollup):
-    """Per hour: type x version x producer x subject counts of stored events."""
+    """Per hour: type x version x producer x subject counts of stored events, with the first
+    and last message's time. The collector writes these after each batch; the daily table and
+    the producers are derived from them (collector.versions.linker)."""
+
+    first_seen = models.DateTimeField(null=True)
+    last_seen = models.DateTimeField(null=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["bucket", "type", "version", "producer", "subject"],
@@ -85,7 +90,7 @@ class VersionRollup(_Rollup):
 
 
 class VersionRollupDay(_Rollup):
-    """Per day (UTC): the same counts, for long windows."""
+    """Per day (UTC): the same counts, for long windows, summed from the hourly rows."""
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["bucket", "type", "version", "producer", "subject"],
@@ -95,12 +100,12 @@ class VersionRollupDay(_Rollup):
 
 
 class VersionProducer(models.Model):
-    """Each producer of a type and version: messages, first and last seen (all time)."""
+    """Each producer of a type and version: first and last message (all time), derived from
+    the hourly counts."""
 
     type = models.TextField()
     version = models.TextField(default="")
     producer = models.TextField(default="")
-    count = models.BigIntegerField(default=0)
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
 

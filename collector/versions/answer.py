@@ -59,7 +59,7 @@ def processed_since(consumer):
 
 def judge(versions, window_start, now, words=True):
     """`versions`: {version: {"produced": messages in the window, "producers": [{"name",
-    "last_seen", "count", "instances": [{"service_version", "instance"}]}], "consumers":
+    "last_seen", "instances": [{"service_version", "instance"}]}], "consumers":
     {name: {"processed", "floor_passed", "first_processed", "failed", "dead_letters",
     "last_dead_letter"}}, "drift": drift events in the window}}.
     Returns {version: {"status", "answer": {"safe", "blockers", "text"}}}; without `words`

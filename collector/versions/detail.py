@@ -159,7 +159,7 @@ def _producer_matrix(versions, order, now):
                 continue
             instances = producer["instances"]
             cells.append({
-                "version": version, "in_window": producer["in_window"], "count": producer["count"],
+                "version": version, "in_window": producer["in_window"],
                 "first_seen": producer["first_seen"], "last_seen": producer["last_seen"],
                 "last_seen_text": answer.ago(producer["last_seen"], now),
                 "service_versions": sorted({i["service_version"] for i in instances if i["service_version"]}),

@@ -8,8 +8,8 @@ field's presence the sum of the counts of the shapes holding it. Everything here
 commutatively, so shapes counted by several collectors add up to the same schema.
 
 Paths: object keys joined by `.`, array items as `[]`; the root is `""`. Walks stop at
-MAX_DEPTH levels and MAX_KEYS keys per object (the rest is one `…` path), so one odd payload
-cannot make a huge shape."""
+MAX_DEPTH levels, MAX_KEYS keys per object (the rest is one `…` path) and the first
+ARRAY_ITEMS items of an array, so one odd payload cannot make a huge shape."""
 import hashlib
 
 MAX_DEPTH = 8
@@ -21,30 +21,77 @@ TYPES = {str: "string", bool: "boolean", int: "integer", float: "number", type(N
          list: "array"}
 
 
-def shape(payload):
-    """The shape of a decoded payload: a sorted tuple of (path, type) pairs."""
+ARRAY_ITEMS = 20  # items of an array that count for its shape
+
+
+def signature(value, depth=0):
+    """A cheap hashable stand-in for a payload's structure (no path strings, no sorting): a
+    scalar's type name, an object's ((key, signature), ...) in its key order, an array's
+    ("[]", (distinct item signatures)). Payloads of the same structure share it, so the
+    shape is worked out once per signature (see `describe`)."""
+    kind = type(value)
+    if kind is dict:
+        if depth >= MAX_DEPTH:
+            return "object"
+        if len(value) > MAX_KEYS:
+            items = list(value.items())[:MAX_KEYS] + [(OVERFLOW, {})]
+            return tuple([(str(k), signature(v, depth + 1)) for k, v in items])
+        return tuple([(k if type(k) is str else str(k), signature(v, depth + 1)) for k, v in value.items()])
+    if kind is list:
+        if depth >= MAX_DEPTH:
+            return "array"
+        seen = []
+        for item in value[:ARRAY_ITEMS]:
+            found = signature(item, depth + 1)
+            if found not in seen:
+                seen.append(found)
+        return ("[]", tuple(seen))
+    name = TYPES.get(kind)
+    if name is None:  # a bool subclass or anything a decoder might give that JSON has not
+        name = "number" if isinstance(value, (int, float)) else "string"
+    return name
+
+
+def _expand(sig, path, found):
+    if type(sig) is str:
+        found.add((path, sig))
+    elif sig and type(sig[0]) is str:  # an array
+        found.add((path, "array"))
+        for item in sig[1]:
+            _expand(item, path + "[]", found)
+    else:
+        found.add((path, "object"))
+        prefix = path + "." if path else ""
+        for key, child in sig:
+            _expand(child, prefix + key, found)
+
+
+def shape_of(sig):
+    """The shape of a signature: a sorted tuple of (path, type) pairs."""
     found = set()
-    _walk(payload, "", 0, found)
+    _expand(sig, "", found)
     return tuple(sorted(found))
 
 
-def _walk(value, path, depth, found):
-    kind = TYPES.get(type(value))
-    if kind is None:  # a bool subclass or anything a decoder might give that JSON has not
-        kind = "number" if isinstance(value, (int, float)) else "string"
-    found.add((path, kind))
-    if depth >= MAX_DEPTH:
-        return
-    if kind == "object":
-        prefix = path + "." if path else ""
-        for index, (key, item) in enumerate(value.items()):
-            if index >= MAX_KEYS:
-                found.add((prefix + OVERFLOW, "object"))
-                break
-            _walk(item, prefix + str(key), depth + 1, found)
-    elif kind == "array":
-        for item in value:
-            _walk(item, path + "[]", depth + 1, found)
+def shape(payload):
+    """The shape of a decoded payload: a sorted tuple of (path, type) pairs."""
+    return shape_of(signature(payload))
+
+
+_described = {}
+
+
+def describe(payload):
+    """(fingerprint, shape) of a payload, worked out once per signature in this process."""
+    sig = signature(payload)
+    found = _described.get(sig)
+    if found is None:
+        shape_ = shape_of(sig)
+        found = (fingerprint(shape_), shape_)
+        if len(_described) > 50_000:  # bounded: a bus of ever-new structures must not grow memory
+            _described.clear()
+        _described[sig] = found
+    return found
 
 
 _fingerprints = {}

@@ -2,6 +2,8 @@
 time (a transaction-scoped advisory lock; the cursors move in the same transaction, so a
 round is counted exactly once however many collectors run):
 
+- the daily counts and each producer's first and last message, from the hourly counts the
+  collectors write (summed again, never added to, so they are right however often it runs);
 - consumer spans (kind consumer) are joined to the stored event they carried, by message
   id (`messaging.message.id` = the event's id) or else by trace id and subject: processed
   and failed per version and consumer (the span's `messaging.consumer.group.name`, else
@@ -34,6 +36,7 @@ SETTLE = 5.0  # seconds a span waits before it is linked
 CHUNK = timedelta(hours=1)  # of spans per statement
 START_BACK = timedelta(days=1)  # how far back a first round reads spans
 FLOOR_SAMPLES = timedelta(hours=1)  # ack floors older than this are not read
+RECENT = timedelta(hours=2)  # hourly counts this recent are summed into days and producers each round
 PRUNE_EVERY = 3600.0  # seconds between two prunes of the versions tables
 # What the versions tables keep: hourly counts for a month (longer windows read the daily
 # ones), daily counts, producers, shapes and drift for a year (the longest window), producer
@@ -168,6 +171,7 @@ def link_round():
         if not held:
             return None
         cursors = _cursors(cursor, now)
+        days = _derive(cursor, cursors, now)
         spans = _link_spans(cursor, cursors, now)
         letters = _link_dead_letters(cursor, cursors)
         floors = _link_floors(cursor)
@@ -177,7 +181,7 @@ def link_round():
                 "ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated = now()",
                 [name, str(position)],
             )
-    return {"spans": spans, "dead_letters": letters, "floors": floors}
+    return {"days": days, "spans": spans, "dead_letters": letters, "floors": floors}
 
 
 def _cursors(cursor, now):
@@ -186,7 +190,47 @@ def _cursors(cursor, now):
     cursor.execute("SELECT name, position FROM collector_versioncursor")
     found = dict(cursor.fetchall())
     spans = datetime.fromisoformat(found["spans"]) if found.get("spans") else now - START_BACK
-    return {"spans": spans, "dead_letters": int(found.get("dead_letters") or 0)}
+    return {"spans": spans, "dead_letters": int(found.get("dead_letters") or 0),
+            "rollup": int(found.get("rollup") or 0)}
+
+
+DERIVE_DAYS = """
+INSERT INTO collector_versionrollupday (bucket, type, version, producer, subject, count, bytes)
+SELECT date_trunc('day', bucket), type, version, producer, subject, sum(count), sum(bytes)
+FROM collector_versionrollup WHERE bucket >= %s AND bucket < %s + interval '1 day'
+GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+ON CONFLICT (bucket, type, version, producer, subject) DO UPDATE
+SET count = EXCLUDED.count, bytes = EXCLUDED.bytes
+"""
+
+DERIVE_PRODUCERS = """
+INSERT INTO collector_versionproducer (type, version, producer, first_seen, last_seen)
+SELECT type, version, producer, min(first_seen), max(last_seen) FROM collector_versionrollup
+WHERE ((id > %s AND id <= %s) OR bucket >= %s) AND first_seen IS NOT NULL
+GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+ON CONFLICT (type, version, producer) DO UPDATE
+SET first_seen = least(collector_versionproducer.first_seen, EXCLUDED.first_seen),
+    last_seen = greatest(collector_versionproducer.last_seen, EXCLUDED.last_seen)
+"""
+
+
+def _derive(cursor, cursors, now):
+    """Days and producers from the hourly counts: the days of hours written lately (or of
+    hourly rows new since the last round, a backfill) are summed again whole, so they are
+    right however many collectors wrote the hours; producers take the least first and the
+    greatest last time. An hour older than RECENT updated (not inserted) after the round that
+    read it is missed: a limit of reading by recency."""
+    recent = (now - RECENT).replace(minute=0, second=0, microsecond=0)
+    cursor.execute("SELECT coalesce(max(id), 0) FROM collector_versionrollup")
+    highest = cursor.fetchone()[0]
+    cursor.execute("SELECT DISTINCT date_trunc('day', bucket) FROM collector_versionrollup "
+                   "WHERE (id > %s AND id <= %s) OR bucket >= %s", [cursors["rollup"], highest, recent])
+    days = sorted(row[0] for row in cursor.fetchall())
+    for day in days:
+        cursor.execute(DERIVE_DAYS, [day, day])
+    cursor.execute(DERIVE_PRODUCERS, [cursors["rollup"], highest, recent])
+    cursors["rollup"] = highest
+    return len(days)
 
 
 def _link_spans(cursor, cursors, now):

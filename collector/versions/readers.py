@@ -87,12 +87,12 @@ def _counts(window, types=None):
 
 def _producers(types=None):
     where, params = _only(types, "WHERE")
-    rows = _fetch(f"SELECT type, version, producer, count, first_seen, last_seen FROM collector_versionproducer "
+    rows = _fetch(f"SELECT type, version, producer, first_seen, last_seen FROM collector_versionproducer "
                   f"{where}", params)
     found = {}
-    for type_, version, producer, count, first, last in rows:
+    for type_, version, producer, first, last in rows:
         found.setdefault((type_, version), []).append(
-            {"name": producer, "count": count, "first_seen": first, "last_seen": last, "instances": []})
+            {"name": producer, "first_seen": first, "last_seen": last, "instances": []})
     return found
 
 
@@ -186,7 +186,7 @@ def _lean_versions(window):
     for type_, version, name, recent in _fetch(
             "SELECT type, version, producer, last_seen >= %s FROM collector_versionproducer", [start]):
         producers.setdefault((type_, version), []).append(
-            {"name": name, "last_seen": start if recent else EPOCH, "count": 0, "instances": [], "in_window": 0})
+            {"name": name, "last_seen": start if recent else EPOCH, "instances": [], "in_window": 0})
     consumers = {}
     for type_, version, name, done, dead in _fetch(
             "SELECT type, version, consumer, processed > 0 OR floor_passed IS NOT NULL, "

@@ -1,8 +1,8 @@
 """The one writer of what the collector learns about versions from each committed batch
-(`install` hooks it in after each commit, before the ack):
+(`install` hooks it in after each commit, before the ack), in one statement:
 
-- hourly and daily counts per type x version x producer x subject, and each producer's
-  first and last message per version;
+- hourly counts per type x version x producer x subject, with the first and last message's
+  time (the linker sums days and producers from them);
 - the lowest and highest stream sequence of each version per stream and subject (what
   consumer ack floors are compared with);
 - payload shapes: each payload is walked once to its shape; each distinct shape of a batch
@@ -19,7 +19,7 @@ events themselves are stored)."""
 import json
 import logging
 import time
-from datetime import UTC
+from datetime import UTC, datetime
 
 from collector.versions import inference
 
@@ -31,52 +31,31 @@ OVERFLOW = "overflow"
 MAX_KNOWN = 100_000  # shapes remembered by one process
 
 
-def _hour(ts):
-    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-
-
-def _day(ts):
-    return ts.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-
-
 class Tally:
-    """One batch, added up in memory (no I/O): `add(row)` for each new row."""
+    """One batch, added up in memory (no I/O): `add(row)` for each new row: hourly counts
+    (with first and last time), stream sequences and shapes."""
 
     def __init__(self, learner):
         self.learner = learner
-        self.hours = {}  # (hour, type, version, producer, subject) -> [count, bytes]
-        self.days = {}
-        self.producers = {}  # (type, version, producer) -> [count, first, last]
+        self.hours = {}  # (hour number, type, version, producer, subject) -> [count, bytes, first, last]
         self.streams = {}  # (broker, stream, subject, type, version) -> [min, max, count, first, last]
         self.shapes = {}  # (type, version, fingerprint) -> [count, first, last, paths, row]
         self.drifts = {}  # (type, version, fingerprint) -> [count, first row, last row, reasons]
         self.pending_reasons = {}  # drift verdicts of shapes new to this process, kept once committed
 
     def add(self, row):
-        type_, version, producer, ts = row.type, row.version or "", row.producer or "", row.ts
-        size = row.size
-        key = (_hour(ts), type_, version, producer, row.subject)
+        type_, version, ts = row.type, row.version or "", row.ts
+        key = (int(ts.timestamp()) // 3600, type_, version, row.producer or "", row.subject)
         found = self.hours.get(key)
         if found is None:
-            self.hours[key] = [1, size]
+            self.hours[key] = [1, row.size, ts, ts]
         else:
             found[0] += 1
-            found[1] += size
-        key = (_day(ts), type_, version, producer, row.subject)
-        found = self.days.get(key)
-        if found is None:
-            self.days[key] = [1, size]
-        else:
-            found[0] += 1
-            found[1] += size
-        key = (type_, version, producer)
-        found = self.producers.get(key)
-        if found is None:
-            self.producers[key] = [1, ts, ts]
-        else:
-            found[0] += 1
-            found[1] = min(found[1], ts)
-            found[2] = max(found[2], ts)
+            found[1] += row.size
+            if ts < found[2]:
+                found[2] = ts
+            elif ts > found[3]:
+                found[3] = ts
         if row.stream:
             key = (row.broker_id, row.stream, row.subject, type_, version)
             found = self.streams.get(key)
@@ -92,8 +71,7 @@ class Tally:
             self._add_shape(row, type_, version)
 
     def _add_shape(self, row, type_, version):
-        shape = inference.shape(row.payload)
-        fingerprint = inference.fingerprint(shape)
+        fingerprint, shape = inference.describe(row.payload)
         key = (type_, version, fingerprint)
         found = self.shapes.get(key)
         if found is None:
@@ -146,14 +124,12 @@ def tally(learner, rows):
 
 
 def write(learner, batch, cursor):
-    """Merge one batch into the store with `cursor` (in the caller's transaction): drift is
-    checked first for shapes new to this process, against the schema in the store."""
+    """Merge one batch into the store with `cursor` (in the caller's transaction), in one
+    statement (drift, rare, in a second): drift is checked first for shapes new to this
+    process, against the schema in the store."""
     _check_drift(learner, batch, cursor)
-    _merge_rollups(cursor, "collector_versionrollup", batch.hours)
-    _merge_rollups(cursor, "collector_versionrollupday", batch.days)
-    _merge_producers(cursor, batch.producers)
-    _merge_streams(cursor, batch.streams)
-    _merge_shapes(learner, cursor, batch.shapes)
+    hours, streams, shapes = _hour_rows(batch.hours), _stream_rows(batch.streams), _shape_rows(learner, batch.shapes)
+    cursor.execute(MERGE, [*hours, *streams, *shapes])
     _merge_drift(cursor, batch.drifts)
 
 
@@ -202,60 +178,80 @@ def _json(value):
     return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
-def _merge_rollups(cursor, table, buckets):
-    if not buckets:
-        return
-    keys = sorted(buckets)
-    cursor.execute(
-        f"""
-        INSERT INTO {table} (bucket, type, version, producer, subject, count, bytes)
-        SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int8[], %s::int8[])
-        ON CONFLICT (bucket, type, version, producer, subject) DO UPDATE
-        SET count = {table}.count + EXCLUDED.count, bytes = {table}.bytes + EXCLUDED.bytes
-        """,
-        [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [k[3] for k in keys],
-         [k[4] for k in keys], [buckets[k][0] for k in keys], [buckets[k][1] for k in keys]],
-    )
+MERGE = """
+WITH hours AS (
+    INSERT INTO collector_versionrollup (bucket, type, version, producer, subject, count, bytes, first_seen, last_seen)
+    SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int8[], %s::int8[],
+                         %s::timestamptz[], %s::timestamptz[])
+    ON CONFLICT (bucket, type, version, producer, subject) DO UPDATE
+    SET count = collector_versionrollup.count + EXCLUDED.count,
+        bytes = collector_versionrollup.bytes + EXCLUDED.bytes,
+        first_seen = least(collector_versionrollup.first_seen, EXCLUDED.first_seen),
+        last_seen = greatest(collector_versionrollup.last_seen, EXCLUDED.last_seen)
+    RETURNING 1
+), streams AS (
+    INSERT INTO collector_versionstream (broker_id, stream, subject, type, version, min_seq, max_seq, count,
+                                         first_seen, last_seen)
+    SELECT * FROM unnest(%s::int8[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int8[], %s::int8[],
+                         %s::int8[], %s::timestamptz[], %s::timestamptz[])
+    ON CONFLICT (broker_id, stream, subject, type, version) DO UPDATE
+    SET min_seq = least(collector_versionstream.min_seq, EXCLUDED.min_seq),
+        max_seq = greatest(collector_versionstream.max_seq, EXCLUDED.max_seq),
+        count = collector_versionstream.count + EXCLUDED.count,
+        first_seen = least(collector_versionstream.first_seen, EXCLUDED.first_seen),
+        last_seen = greatest(collector_versionstream.last_seen, EXCLUDED.last_seen)
+    RETURNING 1
+), shapes AS (
+    INSERT INTO collector_versionshape (type, version, fingerprint, paths, count, first_seen, last_seen, example,
+                                        example_event_id, example_ts, example_subject)
+    SELECT t, v, f, p::jsonb, c, fs, ls, e::jsonb, ei, et, es
+    FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int8[], %s::timestamptz[],
+                %s::timestamptz[], %s::text[], %s::int8[], %s::timestamptz[], %s::text[])
+         AS s(t, v, f, p, c, fs, ls, e, ei, et, es)
+    ON CONFLICT (type, version, fingerprint) DO UPDATE
+    SET count = collector_versionshape.count + EXCLUDED.count,
+        first_seen = least(collector_versionshape.first_seen, EXCLUDED.first_seen),
+        last_seen = greatest(collector_versionshape.last_seen, EXCLUDED.last_seen),
+        example = coalesce(collector_versionshape.example, EXCLUDED.example),
+        example_event_id = CASE WHEN collector_versionshape.example IS NULL THEN EXCLUDED.example_event_id
+                                ELSE collector_versionshape.example_event_id END,
+        example_ts = CASE WHEN collector_versionshape.example IS NULL THEN EXCLUDED.example_ts
+                          ELSE collector_versionshape.example_ts END,
+        example_subject = CASE WHEN collector_versionshape.example IS NULL THEN EXCLUDED.example_subject
+                               ELSE collector_versionshape.example_subject END
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM hours), (SELECT count(*) FROM streams), (SELECT count(*) FROM shapes)
+"""
 
 
-def _merge_producers(cursor, producers):
-    if not producers:
-        return
-    keys = sorted(producers)
-    cursor.execute(
-        """
-        INSERT INTO collector_versionproducer (type, version, producer, count, first_seen, last_seen)
-        SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int8[], %s::timestamptz[], %s::timestamptz[])
-        ON CONFLICT (type, version, producer) DO UPDATE
-        SET count = collector_versionproducer.count + EXCLUDED.count,
-            first_seen = least(collector_versionproducer.first_seen, EXCLUDED.first_seen),
-            last_seen = greatest(collector_versionproducer.last_seen, EXCLUDED.last_seen)
-        """,
-        [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [producers[k][0] for k in keys],
-         [producers[k][1] for k in keys], [producers[k][2] for k in keys]],
-    )
+def _columns(keys, values, width):
+    """Column arrays for unnest: the keys' parts, then the values' parts."""
+    return [[k[i] for k in keys] for i in range(len(keys[0]) if keys else width[0])] + \
+        [[v[i] for v in values] for i in range(len(values[0]) if values else width[1])]
 
 
-def _merge_streams(cursor, streams):
-    if not streams:
-        return
+def _hour_rows(hours):
+    keys = sorted(hours)  # a fixed order, so two writers of the same keys never deadlock
+    rows = [(datetime.fromtimestamp(k[0] * 3600, UTC), *k[1:]) for k in keys]
+    return _columns(rows, [hours[k] for k in keys], (5, 4))
+
+
+def _stream_rows(streams):
     keys = sorted(streams)
-    values = [streams[k] for k in keys]
-    cursor.execute(
-        """
-        INSERT INTO collector_versionstream (broker_id, stream, subject, type, version, min_seq, max_seq, count,
-                                             first_seen, last_seen)
-        SELECT * FROM unnest(%s::int8[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int8[], %s::int8[],
-                             %s::int8[], %s::timestamptz[], %s::timestamptz[])
-        ON CONFLICT (broker_id, stream, subject, type, version) DO UPDATE
-        SET min_seq = least(collector_versionstream.min_seq, EXCLUDED.min_seq),
-            max_seq = greatest(collector_versionstream.max_seq, EXCLUDED.max_seq),
-            count = collector_versionstream.count + EXCLUDED.count,
-            first_seen = least(collector_versionstream.first_seen, EXCLUDED.first_seen),
-            last_seen = greatest(collector_versionstream.last_seen, EXCLUDED.last_seen)
-        """,
-        [[k[i] for k in keys] for i in range(5)] + [[v[i] for v in values] for i in range(5)],
-    )
+    return _columns(keys, [streams[k] for k in keys], (5, 5))
+
+
+def _shape_rows(learner, shapes):
+    keys = sorted(shapes)
+    values = []
+    for key in keys:
+        count, first, last, paths, row = shapes[key]
+        fresh = key not in learner.known and key[2] != OVERFLOW
+        text = example_of(row.payload) if fresh else None
+        values.append((json.dumps(paths), count, first, last, text, row.id if text else None,
+                       row.ts if text else None, row.subject if text else ""))
+    return _columns(keys, values, (3, 8))
 
 
 def example_of(payload):
@@ -265,43 +261,6 @@ def example_of(payload):
     except (TypeError, ValueError):
         return None
     return text if len(text.encode("utf-8", "surrogatepass")) <= EXAMPLE_BYTES else None
-
-
-def _merge_shapes(learner, cursor, shapes):
-    if not shapes:
-        return
-    keys = sorted(shapes)
-    examples = []
-    for key in keys:
-        row = shapes[key][4]
-        fresh = key not in learner.known and key[2] != OVERFLOW
-        text = example_of(row.payload) if fresh else None
-        examples.append((text, row.id if text else None, row.ts if text else None, row.subject if text else ""))
-    cursor.execute(
-        """
-        INSERT INTO collector_versionshape (type, version, fingerprint, paths, count, first_seen, last_seen, example,
-                                            example_event_id, example_ts, example_subject)
-        SELECT t, v, f, p::jsonb, c, fs, ls, e::jsonb, ei, et, es
-        FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int8[], %s::timestamptz[],
-                    %s::timestamptz[], %s::text[], %s::int8[], %s::timestamptz[], %s::text[])
-             AS s(t, v, f, p, c, fs, ls, e, ei, et, es)
-        ON CONFLICT (type, version, fingerprint) DO UPDATE
-        SET count = collector_versionshape.count + EXCLUDED.count,
-            first_seen = least(collector_versionshape.first_seen, EXCLUDED.first_seen),
-            last_seen = greatest(collector_versionshape.last_seen, EXCLUDED.last_seen),
-            example = coalesce(collector_versionshape.example, EXCLUDED.example),
-            example_event_id = CASE WHEN collector_versionshape.example IS NULL THEN EXCLUDED.example_event_id
-                                    ELSE collector_versionshape.example_event_id END,
-            example_ts = CASE WHEN collector_versionshape.example IS NULL THEN EXCLUDED.example_ts
-                              ELSE collector_versionshape.example_ts END,
-            example_subject = CASE WHEN collector_versionshape.example IS NULL THEN EXCLUDED.example_subject
-                                   ELSE collector_versionshape.example_subject END
-        """,
-        [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
-         [json.dumps(shapes[k][3]) for k in keys], [shapes[k][0] for k in keys], [shapes[k][1] for k in keys],
-         [shapes[k][2] for k in keys], [e[0] for e in examples], [e[1] for e in examples], [e[2] for e in examples],
-         [e[3] for e in examples]],
-    )
 
 
 def _merge_drift(cursor, drifts):
@@ -345,7 +304,7 @@ def store_batch(learner, rows):
     remember(learner, batch)
     stats = learner.stats
     stats["batches"] += 1
-    stats["rows"] += sum(count for count, _ in batch.hours.values())
+    stats["rows"] += sum(item[0] for item in batch.hours.values())
     stats["shapes"] += len(batch.shapes)
     stats["drift"] += sum(v[0] for v in batch.drifts.values())
     stats["seconds"] += time.perf_counter() - started

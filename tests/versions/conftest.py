@@ -107,12 +107,17 @@ def spans(versions_collector):
 
 
 def stored(type_, count, timeout=20):
-    """Wait until `count` events of `type_` have been learnt (counted in the hourly rollup)."""
-    from django.db.models import Sum
+    """Wait until `count` events of `type_` have been learnt: counted in the hourly rollup by
+    the collector, and its producers' last message derived from it by the linker."""
+    from django.db.models import Max, Sum
 
-    from collector.models import VersionRollup
+    from collector.models import VersionProducer, VersionRollup
 
     def learnt():
-        return (VersionRollup.objects.filter(type=type_).aggregate(n=Sum("count"))["n"] or 0) >= count
+        hours = VersionRollup.objects.filter(type=type_).aggregate(n=Sum("count"), last=Max("last_seen"))
+        if (hours["n"] or 0) < count:
+            return False
+        producers = VersionProducer.objects.filter(type=type_).aggregate(last=Max("last_seen"))["last"]
+        return producers is not None and producers >= hours["last"]
 
     wait_until(learnt, timeout, f"{count} events of {type_} learnt")
