@@ -1,15 +1,19 @@
 """The one writer of what the collector learns about versions from each committed batch
-(`install` hooks it in after each commit, before the ack), in one statement:
+(`install` hooks it in after each commit, before the ack).
+
+Python walks each payload once to its shape (see `inference.describe`) and sends, per
+message, only the stored event's id and its shape's fingerprint; PostgreSQL reads the batch's
+rows back by id and, in one statement, adds up
 
 - hourly counts per type x version x producer x subject, with the first and last message's
   time (the linker sums days and producers from them);
 - the lowest and highest stream sequence of each version per stream and subject (what
   consumer ack floors are compared with);
-- payload shapes: each payload is walked once to its shape; each distinct shape of a batch
-  is merged with its count (its paths and, the first time this process sees it, a capped
-  copy of the payload as an example);
-- drift: a shape new to this process is checked against the schema its version has in the
-  store at that moment; a contradiction is kept with the events that carried it.
+- payload shapes with their counts; a shape new to this process also sends its paths and,
+  the first time, a capped copy of the payload as an example.
+
+Drift: a shape new to this process is checked against the schema its version has in the
+store at that moment; a contradiction is kept with the events that carried it.
 
 Every statement adds to what is there (INSERT ... ON CONFLICT DO UPDATE with sums, least,
 greatest), keys in a fixed order, so collectors sharing a stream never overwrite each
@@ -19,7 +23,6 @@ events themselves are stored)."""
 import json
 import logging
 import time
-from datetime import UTC, datetime
 
 from collector.versions import inference
 
@@ -30,64 +33,118 @@ MAX_SHAPES_PER_VERSION = 500  # beyond it, new shapes of a version are counted a
 OVERFLOW = "overflow"
 MAX_KNOWN = 100_000  # shapes remembered by one process
 
+MERGE = """
+WITH batch AS (
+    SELECT e.ts, e.type, coalesce(e.version, '') AS version, coalesce(e.producer, '') AS producer, e.subject,
+           e.size, e.broker_id, e.stream, e.seq, b.fingerprint
+    FROM unnest(%(ids)s::int8[], %(fingerprints)s::text[]) AS b(id, fingerprint)
+    JOIN collector_event e ON e.id = b.id AND e.ts >= %(first)s AND e.ts <= %(last)s
+), hours AS (
+    INSERT INTO collector_versionrollup (bucket, type, version, producer, subject, count, bytes, first_seen, last_seen)
+    SELECT date_trunc('hour', ts), type, version, producer, subject, count(*), sum(size), min(ts), max(ts)
+    FROM batch GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+    ON CONFLICT (bucket, type, version, producer, subject) DO UPDATE
+    SET count = collector_versionrollup.count + EXCLUDED.count,
+        bytes = collector_versionrollup.bytes + EXCLUDED.bytes,
+        first_seen = least(collector_versionrollup.first_seen, EXCLUDED.first_seen),
+        last_seen = greatest(collector_versionrollup.last_seen, EXCLUDED.last_seen)
+    RETURNING 1
+), streams AS (
+    INSERT INTO collector_versionstream (broker_id, stream, subject, type, version, min_seq, max_seq, count,
+                                         first_seen, last_seen)
+    SELECT broker_id, stream, subject, type, version, min(seq), max(seq), count(*), min(ts), max(ts)
+    FROM batch WHERE stream <> '' GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+    ON CONFLICT (broker_id, stream, subject, type, version) DO UPDATE
+    SET min_seq = least(collector_versionstream.min_seq, EXCLUDED.min_seq),
+        max_seq = greatest(collector_versionstream.max_seq, EXCLUDED.max_seq),
+        count = collector_versionstream.count + EXCLUDED.count,
+        first_seen = least(collector_versionstream.first_seen, EXCLUDED.first_seen),
+        last_seen = greatest(collector_versionstream.last_seen, EXCLUDED.last_seen)
+    RETURNING 1
+), fresh AS (
+    SELECT * FROM unnest(%(fresh_types)s::text[], %(fresh_versions)s::text[], %(fresh_fingerprints)s::text[],
+                         %(paths)s::text[], %(examples)s::text[], %(example_ids)s::int8[],
+                         %(example_ts)s::timestamptz[], %(example_subjects)s::text[])
+        AS f(type, version, fingerprint, paths, example, example_event_id, example_ts, example_subject)
+), shapes AS (
+    INSERT INTO collector_versionshape (type, version, fingerprint, paths, count, first_seen, last_seen, example,
+                                        example_event_id, example_ts, example_subject)
+    SELECT b.type, b.version, b.fingerprint, coalesce(f.paths, '{}')::jsonb, count(*), min(b.ts), max(b.ts),
+           f.example::jsonb, f.example_event_id, f.example_ts, coalesce(f.example_subject, '')
+    FROM batch b LEFT JOIN fresh f USING (type, version, fingerprint)
+    WHERE b.fingerprint IS NOT NULL
+    GROUP BY b.type, b.version, b.fingerprint, f.paths, f.example, f.example_event_id, f.example_ts,
+             f.example_subject
+    ORDER BY 1, 2, 3
+    ON CONFLICT (type, version, fingerprint) DO UPDATE
+    SET count = collector_versionshape.count + EXCLUDED.count,
+        first_seen = least(collector_versionshape.first_seen, EXCLUDED.first_seen),
+        last_seen = greatest(collector_versionshape.last_seen, EXCLUDED.last_seen),
+        paths = CASE WHEN collector_versionshape.paths = '{}' THEN EXCLUDED.paths
+                     ELSE collector_versionshape.paths END,
+        example = coalesce(collector_versionshape.example, EXCLUDED.example),
+        example_event_id = CASE WHEN collector_versionshape.example IS NULL THEN EXCLUDED.example_event_id
+                                ELSE collector_versionshape.example_event_id END,
+        example_ts = CASE WHEN collector_versionshape.example IS NULL THEN EXCLUDED.example_ts
+                          ELSE collector_versionshape.example_ts END,
+        example_subject = CASE WHEN collector_versionshape.example IS NULL THEN EXCLUDED.example_subject
+                               ELSE collector_versionshape.example_subject END
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM hours), (SELECT count(*) FROM shapes)
+"""
+
 
 class Tally:
-    """One batch, added up in memory (no I/O): `add(row)` for each new row: hourly counts
-    (with first and last time), stream sequences and shapes."""
+    """One batch, in memory (no I/O): `add(row)` for each new row keeps its id and its
+    shape's fingerprint; shapes new to this process and rows of drifting shapes are kept
+    whole."""
 
     def __init__(self, learner):
         self.learner = learner
-        self.hours = {}  # (hour number, type, version, producer, subject) -> [count, bytes, first, last]
-        self.streams = {}  # (broker, stream, subject, type, version) -> [min, max, count, first, last]
-        self.shapes = {}  # (type, version, fingerprint) -> [count, first, last, paths, row]
+        self.ids, self.fingerprints = [], []
+        self.first = self.last = None
+        self.fresh = {}  # (type, version, fingerprint) -> [count, first row, last row, paths]
         self.drifts = {}  # (type, version, fingerprint) -> [count, first row, last row, reasons]
-        self.pending_reasons = {}  # drift verdicts of shapes new to this process, kept once committed
+        self.pending_reasons = {}  # drift verdicts of fresh shapes, kept once committed
 
     def add(self, row):
-        type_, version, ts = row.type, row.version or "", row.ts
-        key = (int(ts.timestamp()) // 3600, type_, version, row.producer or "", row.subject)
-        found = self.hours.get(key)
-        if found is None:
-            self.hours[key] = [1, row.size, ts, ts]
-        else:
-            found[0] += 1
-            found[1] += row.size
-            if ts < found[2]:
-                found[2] = ts
-            elif ts > found[3]:
-                found[3] = ts
-        if row.stream:
-            key = (row.broker_id, row.stream, row.subject, type_, version)
-            found = self.streams.get(key)
-            if found is None:
-                self.streams[key] = [row.seq, row.seq, 1, ts, ts]
-            else:
-                found[0] = min(found[0], row.seq)
-                found[1] = max(found[1], row.seq)
-                found[2] += 1
-                found[3] = min(found[3], ts)
-                found[4] = max(found[4], ts)
-        if row.payload is not None:
-            self._add_shape(row, type_, version)
-
-    def _add_shape(self, row, type_, version):
+        ts = row.ts
+        if self.first is None:
+            self.first = self.last = ts
+        elif ts < self.first:
+            self.first = ts
+        elif ts > self.last:
+            self.last = ts
+        self.ids.append(row.id)
+        if row.payload is None:
+            self.fingerprints.append(None)
+            return
         fingerprint, shape = inference.describe(row.payload)
-        key = (type_, version, fingerprint)
-        found = self.shapes.get(key)
-        if found is None:
-            fingerprint = self.learner.admit(type_, version, fingerprint)
-            key = (type_, version, fingerprint)
-            found = self.shapes.get(key)
-        if found is None:
-            paths = inference.paths_of(shape) if fingerprint != OVERFLOW else {}
-            self.shapes[key] = [1, row.ts, row.ts, paths, row]
-        else:
-            found[0] += 1
-            found[1] = min(found[1], row.ts)
-            found[2] = max(found[2], row.ts)
+        key = (row.type, row.version or "", fingerprint)
+        reasons = self.learner.known.get(key)
+        if reasons is None:
+            fingerprint = self.learner.admit(key[0], key[1], fingerprint)
+            key = (key[0], key[1], fingerprint)
+            reasons = self.learner.known.get(key)
+        self.fingerprints.append(fingerprint)
+        if reasons is None:  # new to this process: checked for drift when written
+            found = self.fresh.get(key)
+            if found is None:
+                self.fresh[key] = [1, row, row, inference.paths_of(shape) if fingerprint != OVERFLOW else {}]
+            else:
+                found[0] += 1
+                found[2] = row
+        elif reasons:
+            found = self.drifts.get(key)
+            if found is None:
+                self.drifts[key] = [1, row, row, reasons]
+            else:
+                found[0] += 1
+                found[2] = row
 
     def empty(self):
-        return not self.hours
+        return not self.ids
 
 
 class Learner:
@@ -102,8 +159,6 @@ class Learner:
     def admit(self, type_, version, fingerprint):
         """The fingerprint to count a payload under: its own, or OVERFLOW once its version has
         more shapes than MAX_SHAPES_PER_VERSION in this process."""
-        if (type_, version, fingerprint) in self.known:
-            return fingerprint
         seen = self.per_version.get((type_, version), 0)
         if seen >= MAX_SHAPES_PER_VERSION:
             return OVERFLOW
@@ -124,42 +179,49 @@ def tally(learner, rows):
 
 
 def write(learner, batch, cursor):
-    """Merge one batch into the store with `cursor` (in the caller's transaction), in one
-    statement (drift, rare, in a second): drift is checked first for shapes new to this
-    process, against the schema in the store."""
-    _check_drift(learner, batch, cursor)
-    hours, streams, shapes = _hour_rows(batch.hours), _stream_rows(batch.streams), _shape_rows(learner, batch.shapes)
-    cursor.execute(MERGE, [*hours, *streams, *shapes])
+    """Merge one batch into the store with `cursor` (in the caller's transaction): drift is
+    checked first for shapes new to this process, against the schema in the store; then one
+    statement (and one more for drift, when there is some)."""
+    _check_drift(batch, cursor)
+    keys = sorted(batch.fresh)
+    examples = []
+    for key in keys:
+        row = batch.fresh[key][1]
+        text = example_of(row.payload) if key[2] != OVERFLOW else None
+        examples.append((text, row.id if text else None, row.ts if text else None, row.subject if text else None))
+    cursor.execute(MERGE, {
+        "ids": batch.ids, "fingerprints": batch.fingerprints, "first": batch.first, "last": batch.last,
+        "fresh_types": [k[0] for k in keys], "fresh_versions": [k[1] for k in keys],
+        "fresh_fingerprints": [k[2] for k in keys], "paths": [json.dumps(batch.fresh[k][3]) for k in keys],
+        "examples": [e[0] for e in examples], "example_ids": [e[1] for e in examples],
+        "example_ts": [e[2] for e in examples], "example_subjects": [e[3] for e in examples],
+    })
     _merge_drift(cursor, batch.drifts)
 
 
 def remember(learner, batch):
-    """After the commit: the batch's shapes are in the store."""
+    """After the commit: the batch's fresh shapes are in the store, with their verdicts."""
     if len(learner.known) > MAX_KNOWN:
         learner.known.clear()
         learner.per_version.clear()
-    for key in batch.shapes:
+    for key in batch.fresh:
         learner.known.setdefault(key, batch.pending_reasons.get(key, []))
 
 
-def _check_drift(learner, batch, cursor):
-    batch.pending_reasons = {}
-    fresh = {}
-    for key, (count, first, last, paths, row) in batch.shapes.items():
-        reasons = learner.known.get(key)
-        if reasons is None and key[2] != OVERFLOW:
-            schema = fresh.get(key[:2])
-            if schema is None:
-                schema = fresh[key[:2]] = _schema_in_store(cursor, *key[:2])
-            # A shape already in the store keeps the verdict it got when it first appeared.
-            reasons = schema.drifting.get(key[2], []) if key in schema.fingerprints else inference.drift(paths, schema)
-            batch.pending_reasons[key] = reasons
+def _check_drift(batch, cursor):
+    schemas = {}
+    for key, (count, first, last, paths) in batch.fresh.items():
+        if key[2] == OVERFLOW:
+            batch.pending_reasons[key] = []
+            continue
+        schema = schemas.get(key[:2])
+        if schema is None:
+            schema = schemas[key[:2]] = _schema_in_store(cursor, *key[:2])
+        # A shape already in the store keeps the verdict it got when it first appeared.
+        reasons = schema.drifting.get(key[2], []) if key[2] in schema.fingerprints else inference.drift(paths, schema)
+        batch.pending_reasons[key] = reasons
         if reasons:
-            batch.drifts[key] = [count, row, row, reasons]
-    # The drift rows name the first and the latest event of the batch for each shape.
-    if batch.drifts:
-        for key in batch.drifts:
-            batch.drifts[key][2] = batch.shapes[key][4]
+            batch.drifts[key] = [count, first, last, reasons]
 
 
 def _schema_in_store(cursor, type_, version):
@@ -167,7 +229,7 @@ def _schema_in_store(cursor, type_, version):
                    [type_, version])
     rows = cursor.fetchall()
     schema = inference.Schema.from_shapes((_json(paths), count) for _, paths, count in rows)
-    schema.fingerprints = {(type_, version, fingerprint) for fingerprint, _, _ in rows}
+    schema.fingerprints = {fingerprint for fingerprint, _, _ in rows}
     cursor.execute("SELECT fingerprint, reasons FROM collector_versiondrift WHERE type = %s AND version = %s",
                    [type_, version])
     schema.drifting = {fingerprint: _json(reasons) for fingerprint, reasons in cursor.fetchall()}
@@ -176,82 +238,6 @@ def _schema_in_store(cursor, type_, version):
 
 def _json(value):
     return json.loads(value) if isinstance(value, (str, bytes)) else value
-
-
-MERGE = """
-WITH hours AS (
-    INSERT INTO collector_versionrollup (bucket, type, version, producer, subject, count, bytes, first_seen, last_seen)
-    SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int8[], %s::int8[],
-                         %s::timestamptz[], %s::timestamptz[])
-    ON CONFLICT (bucket, type, version, producer, subject) DO UPDATE
-    SET count = collector_versionrollup.count + EXCLUDED.count,
-        bytes = collector_versionrollup.bytes + EXCLUDED.bytes,
-        first_seen = least(collector_versionrollup.first_seen, EXCLUDED.first_seen),
-        last_seen = greatest(collector_versionrollup.last_seen, EXCLUDED.last_seen)
-    RETURNING 1
-), streams AS (
-    INSERT INTO collector_versionstream (broker_id, stream, subject, type, version, min_seq, max_seq, count,
-                                         first_seen, last_seen)
-    SELECT * FROM unnest(%s::int8[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int8[], %s::int8[],
-                         %s::int8[], %s::timestamptz[], %s::timestamptz[])
-    ON CONFLICT (broker_id, stream, subject, type, version) DO UPDATE
-    SET min_seq = least(collector_versionstream.min_seq, EXCLUDED.min_seq),
-        max_seq = greatest(collector_versionstream.max_seq, EXCLUDED.max_seq),
-        count = collector_versionstream.count + EXCLUDED.count,
-        first_seen = least(collector_versionstream.first_seen, EXCLUDED.first_seen),
-        last_seen = greatest(collector_versionstream.last_seen, EXCLUDED.last_seen)
-    RETURNING 1
-), shapes AS (
-    INSERT INTO collector_versionshape (type, version, fingerprint, paths, count, first_seen, last_seen, example,
-                                        example_event_id, example_ts, example_subject)
-    SELECT t, v, f, p::jsonb, c, fs, ls, e::jsonb, ei, et, es
-    FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int8[], %s::timestamptz[],
-                %s::timestamptz[], %s::text[], %s::int8[], %s::timestamptz[], %s::text[])
-         AS s(t, v, f, p, c, fs, ls, e, ei, et, es)
-    ON CONFLICT (type, version, fingerprint) DO UPDATE
-    SET count = collector_versionshape.count + EXCLUDED.count,
-        first_seen = least(collector_versionshape.first_seen, EXCLUDED.first_seen),
-        last_seen = greatest(collector_versionshape.last_seen, EXCLUDED.last_seen),
-        example = coalesce(collector_versionshape.example, EXCLUDED.example),
-        example_event_id = CASE WHEN collector_versionshape.example IS NULL THEN EXCLUDED.example_event_id
-                                ELSE collector_versionshape.example_event_id END,
-        example_ts = CASE WHEN collector_versionshape.example IS NULL THEN EXCLUDED.example_ts
-                          ELSE collector_versionshape.example_ts END,
-        example_subject = CASE WHEN collector_versionshape.example IS NULL THEN EXCLUDED.example_subject
-                               ELSE collector_versionshape.example_subject END
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM hours), (SELECT count(*) FROM streams), (SELECT count(*) FROM shapes)
-"""
-
-
-def _columns(keys, values, width):
-    """Column arrays for unnest: the keys' parts, then the values' parts."""
-    return [[k[i] for k in keys] for i in range(len(keys[0]) if keys else width[0])] + \
-        [[v[i] for v in values] for i in range(len(values[0]) if values else width[1])]
-
-
-def _hour_rows(hours):
-    keys = sorted(hours)  # a fixed order, so two writers of the same keys never deadlock
-    rows = [(datetime.fromtimestamp(k[0] * 3600, UTC), *k[1:]) for k in keys]
-    return _columns(rows, [hours[k] for k in keys], (5, 4))
-
-
-def _stream_rows(streams):
-    keys = sorted(streams)
-    return _columns(keys, [streams[k] for k in keys], (5, 5))
-
-
-def _shape_rows(learner, shapes):
-    keys = sorted(shapes)
-    values = []
-    for key in keys:
-        count, first, last, paths, row = shapes[key]
-        fresh = key not in learner.known and key[2] != OVERFLOW
-        text = example_of(row.payload) if fresh else None
-        values.append((json.dumps(paths), count, first, last, text, row.id if text else None,
-                       row.ts if text else None, row.subject if text else ""))
-    return _columns(keys, values, (3, 8))
 
 
 def example_of(payload):
@@ -304,8 +290,8 @@ def store_batch(learner, rows):
     remember(learner, batch)
     stats = learner.stats
     stats["batches"] += 1
-    stats["rows"] += sum(item[0] for item in batch.hours.values())
-    stats["shapes"] += len(batch.shapes)
+    stats["rows"] += len(batch.ids)
+    stats["shapes"] += len(batch.fresh)
     stats["drift"] += sum(v[0] for v in batch.drifts.values())
     stats["seconds"] += time.perf_counter() - started
     return batch
