@@ -131,7 +131,7 @@ def fill_pages(cursor, types, events, days, raw_events):
     print(f"store: {types} types, {represented:,} events counted over {days} days; "
           + ", ".join(f"{t.removeprefix('collector_')} {n:,}" for t, n in counts.items())
           + f" (filled in {time.perf_counter() - started:.0f} s)", flush=True)
-    cursor.execute("SELECT type FROM collector_versionproducer WHERE type LIKE 'svc10.%%' ORDER BY count DESC LIMIT 1")
+    cursor.execute("SELECT type FROM collector_versionproducer WHERE type LIKE 'svc10.%%' ORDER BY type LIMIT 1")
     return cursor.fetchone()[0]
 
 
@@ -141,30 +141,33 @@ def measure_pages(client, hot_type):
             "/api/versions?last=30d",
             f"/versions/{hot_type}/?last=1h", f"/versions/{hot_type}/?last=6h", f"/versions/{hot_type}/?last=24h",
             f"/versions/{hot_type}/?last=30d", f"/api/versions/{hot_type}?last=30d"]
-    if os.environ.get("BENCH_PROFILE"):
+    if os.environ.get("BENCH_PROFILE"):  # cProfile of the month-long list
         import cProfile
         import pstats
 
-        for url in urls[:1]:
+        for url in urls[3:4]:
             client.get(url)
             profile = cProfile.Profile()
             profile.enable()
             client.get(url)
             profile.disable()
             pstats.Stats(profile).sort_stats("tottime").print_stats(25)
-    worst = 0.0
+    worst = worst_cpu = 0.0
+    pg = postgres_pids()
     for url in urls:
         client.get(url)
-        times = []
+        times, cpus = [], []
         for _ in range(7):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time() + cpu_seconds(pg)
             response = client.get(url)
             times.append(time.perf_counter() - started)
+            cpus.append(time.process_time() + cpu_seconds(pg) - cpu)
             assert response.status_code == 200, (url, response.status_code)
-        worst = max(worst, statistics.median(times))
-        print(f"  {url:64} median {statistics.median(times) * 1000:6.0f} ms, max {max(times) * 1000:6.0f} ms",
-              flush=True)
-    print(f"  slowest median {worst * 1000:.0f} ms (target < 300 ms)")
+        worst, worst_cpu = max(worst, statistics.median(times)), max(worst_cpu, statistics.median(cpus))
+        print(f"  {url:64} median {statistics.median(times) * 1000:6.0f} ms, max {max(times) * 1000:6.0f} ms; "
+              f"CPU (web + PostgreSQL) {statistics.median(cpus) * 1000:4.0f} ms", flush=True)
+    print(f"  slowest median {worst * 1000:.0f} ms (target < 300 ms); slowest CPU {worst_cpu * 1000:.0f} ms "
+          f"(what a request costs on a machine nobody else is using)")
 
 
 # --- (2) ingest with version learning on and off ------------------------------------------------
