@@ -129,7 +129,7 @@ def retire(version, top, versions, window_start, now, words=True):
     said = (f"last produced {ago(last['last_seen'], now)} by {_producer_text(last)}" if last
             else f"{label(version)} has no known producer")
     if blockers:
-        return {"safe": False, "blockers": blockers,
+        return {"safe": False, "blockers": blockers, "summary": said,
                 "text": f"{said}; not safe to retire: " + "; ".join(b["text"] for b in blockers)}
     moved = [name for name in sorted(users) if processed(newest_info["consumers"].get(name, {}))]
     if moved:
