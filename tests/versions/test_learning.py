@@ -77,6 +77,20 @@ def test_semantic_versions_sort_as_versions_and_unversioned_events_are_grouped_w
     assert type_ in page and "unversioned" in page
     assert page.index(">v1.9.0<") < page.index(">v1.10.0<") < page.index(">v2<")
     assert admin_client_.get(f"/versions/{type_}/eu/", {"last": "15m"}).status_code == 200
+    # Keyset pages in name order, and the topic filter.
+    first = admin_client_.get("/api/versions", {"last": "15m", "type": type_}).json()
+    assert [t["type"] for t in first["types"]] == [type_, f"{type_}/eu"] and first["next"] is None
+    from collector.versions import readers
+    from dashboard import timewindow
+
+    window = timewindow.from_query({"last": "15m"})
+    page_one, cursor, _ = readers.version_list(window, {"type": type_}, limit=1)
+    page_two, end, _ = readers.version_list(window, {"type": type_}, after=cursor, limit=1)
+    assert ([t["type"] for t in page_one], [t["type"] for t in page_two], end) == ([type_], [f"{type_}/eu"], None)
+    on_topic = admin_client_.get("/api/versions", {"last": "15m", "topic": subject}).json()
+    assert {t["type"] for t in on_topic["types"]} == {type_, f"{type_}/eu"}
+    assert admin_client_.get("/api/versions", {"last": "15m", "topic": "no.such.topic"}).json()["types"] == []
+    assert admin_client_.get("/api/versions", {"status": "sideways"}).status_code == 400
     assert admin_client_.get(f"/api/versions/{type_}/eu/schema", {"version": "1"}).json()["required"] == ["name"]
 
 
