@@ -38,7 +38,7 @@ WITH batch AS (
     SELECT e.ts, e.type, coalesce(e.version, '') AS version, coalesce(e.producer, '') AS producer, e.subject,
            e.size, e.broker_id, e.stream, e.seq, b.fingerprint
     FROM unnest(%(ids)s::int8[], %(fingerprints)s::text[]) AS b(id, fingerprint)
-    JOIN collector_event e ON e.id = b.id AND e.ts >= %(first)s AND e.ts <= %(last)s
+    JOIN collector_event e ON e.id = b.id AND e.ts >= %(first)s AND e.ts <= %(last)s AND e.type IS NOT NULL
 ), hours AS (
     INSERT INTO collector_versionrollup (bucket, type, version, producer, subject, count, bytes, first_seen, last_seen)
     SELECT date_trunc('hour', ts), type, version, producer, subject, count(*), sum(size), min(ts), max(ts)
