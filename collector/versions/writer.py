@@ -1,5 +1,8 @@
 """The one writer of what the collector learns about versions from each committed batch
-(`install` hooks it in after each commit, before the ack).
+(`install` hooks it in after each commit). What the batches of about a second add up to is
+written in one statement (many batches share their keys: one upsert per key a second,
+not per batch); so the counts of the last second are lost if the collector dies, while the
+events themselves are stored and acked as always.
 
 Python walks each payload once to its shape (see `inference.describe`) and sends, per
 message, only the stored event's id and its shape's fingerprint; PostgreSQL reads the batch's
@@ -17,9 +20,7 @@ store at that moment; a contradiction is kept with the events that carried it.
 
 Every statement adds to what is there (INSERT ... ON CONFLICT DO UPDATE with sums, least,
 greatest), keys in a fixed order, so collectors sharing a stream never overwrite each
-other nor deadlock. Only rows new to the store count (a redelivered batch adds nothing);
-a crash between the events' commit and this hook loses that batch's counts here (the
-events themselves are stored)."""
+other nor deadlock. Only rows new to the store count (a redelivered batch adds nothing)."""
 import json
 import logging
 import time
@@ -32,6 +33,8 @@ EXAMPLE_BYTES = 16 * 1024  # a larger payload is not kept as an example
 MAX_SHAPES_PER_VERSION = 500  # beyond it, new shapes of a version are counted as one overflow shape
 OVERFLOW = "overflow"
 MAX_KNOWN = 100_000  # shapes remembered by one process
+FLUSH_SECONDS = 1.0  # what the batches of this long add up to is written in one statement
+FLUSH_ROWS = 50_000  # ... or of this many rows
 
 MERGE = """
 WITH batch AS (
@@ -123,15 +126,15 @@ class Tally:
         fingerprint, shape = inference.describe(row.payload)
         key = (row.type, row.version or "", fingerprint)
         reasons = self.learner.known.get(key)
-        if reasons is None:
-            fingerprint = self.learner.admit(key[0], key[1], fingerprint)
-            key = (key[0], key[1], fingerprint)
+        if reasons is None and key not in self.fresh and \
+                self.learner.admit(key[0], key[1], fingerprint) == OVERFLOW:
+            key = (key[0], key[1], OVERFLOW)
             reasons = self.learner.known.get(key)
-        self.fingerprints.append(fingerprint)
+        self.fingerprints.append(key[2])
         if reasons is None:  # new to this process: checked for drift when written
             found = self.fresh.get(key)
             if found is None:
-                self.fresh[key] = [1, row, row, inference.paths_of(shape) if fingerprint != OVERFLOW else {}]
+                self.fresh[key] = [1, row, row, inference.paths_of(shape) if key[2] != OVERFLOW else {}]
             else:
                 found[0] += 1
                 found[2] = row
@@ -154,7 +157,9 @@ class Learner:
     def __init__(self):
         self.known = {}  # (type, version, fingerprint) -> drift reasons ([] when none)
         self.per_version = {}  # (type, version) -> distinct shapes seen by this process
-        self.stats = {"batches": 0, "rows": 0, "shapes": 0, "drift": 0, "seconds": 0.0}
+        self.stats = {"flushes": 0, "rows": 0, "shapes": 0, "drift": 0, "seconds": 0.0, "failed_flushes": 0}
+        self.pending = None  # the Tally of rows not written yet
+        self.flushed = time.monotonic()
 
     def admit(self, type_, version, fingerprint):
         """The fingerprint to count a payload under: its own, or OVERFLOW once its version has
@@ -166,7 +171,7 @@ class Learner:
         return fingerprint
 
     def report(self):
-        return dict(self.stats, known=len(self.known))
+        return dict(self.stats, known=len(self.known), pending=len(self.pending.ids) if self.pending else 0)
 
 
 def tally(learner, rows):
@@ -276,22 +281,48 @@ def _merge_drift(cursor, drifts):
     )
 
 
-def store_batch(learner, rows):
-    """Tally `rows` and merge them in one transaction; returns the Tally (None when nothing
-    in the batch names a type). Runs in a thread (Django's connection)."""
+def take(learner, rows):
+    """Add the rows new to the store that name a type to what waits to be written (no I/O),
+    and write it when FLUSH_SECONDS have passed or FLUSH_ROWS wait. Runs in Django's thread."""
+    pending = learner.pending or Tally(learner)
+    for row in rows:
+        if row.id is not None and row.type:
+            pending.add(row)
+    learner.pending = pending
+    if len(pending.ids) >= FLUSH_ROWS or time.monotonic() - learner.flushed >= FLUSH_SECONDS:
+        flush(learner)
+
+
+def flush(learner):
+    """Write what waits in one transaction. A failure (the database down) keeps it waiting
+    for the next flush, logged; never raised: the batches it came from are stored and acked."""
     from django.db import connection, transaction
 
-    started = time.perf_counter()
-    batch = tally(learner, rows)
-    if batch.empty():
+    batch, learner.flushed = learner.pending, time.monotonic()
+    if batch is None or batch.empty():
         return None
-    with transaction.atomic(), connection.cursor() as cursor:
-        write(learner, batch, cursor)
+    started = time.perf_counter()
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            write(learner, batch, cursor)
+    except Exception as error:  # noqa: BLE001 (kept for the next flush, see the docstring)
+        learner.stats["failed_flushes"] += 1
+        batch.pending_reasons.clear()
+        batch.drifts = {key: value for key, value in batch.drifts.items() if key not in batch.fresh}
+        log.warning("versions not written (%s); %d rows wait for the next try", error, len(batch.ids))
+        return None
+    learner.pending = None
     remember(learner, batch)
     stats = learner.stats
-    stats["batches"] += 1
+    stats["flushes"] += 1
     stats["rows"] += len(batch.ids)
     stats["shapes"] += len(batch.fresh)
     stats["drift"] += sum(v[0] for v in batch.drifts.values())
     stats["seconds"] += time.perf_counter() - started
     return batch
+
+
+def store_batch(learner, rows):
+    """Tally `rows` and write them at once (tests and tools; the collector uses `take`)."""
+    take(learner, rows)
+    return flush(learner)
