@@ -30,8 +30,9 @@ class Rules:
         "version", "event_version", "eventVersion", "schema_version", "schemaVersion",
     )
     payload_id_fields: tuple[str, ...] = ("event_id", "eventId")
-    type_version_suffix: str = r"^(?P<type>.+?)[._-][vV](?P<version>\d+)$"
-    schema_version: str = r"/[vV](?P<version>\d+)(?:[/#?.]|$)"
+    # Whole numbers or semantic versions: order.created.v2, order.created.v1.2.0, .../v1.2.0.json
+    type_version_suffix: str = r"^(?P<type>.+?)[._-][vV](?P<version>\d+(?:\.\d+){0,2})$"
+    schema_version: str = r"/[vV](?P<version>\d+(?:\.\d+){0,2})(?:[/#?.]|$)"
     # Some systems publish each event type on its own subject: take the type from it when nothing else names it.
     type_from_subject: bool = False
     max_depth: int = 256

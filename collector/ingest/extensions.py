@@ -4,8 +4,9 @@ from collector.deadletters import capture as deadletters
 from collector.lag import service as lag
 from collector.live import forwarder as live
 from collector.traces import service as traces
+from collector.versions import service as versions
 
-INSTALLS = [traces.install, deadletters.install, lag.install, live.install]
+INSTALLS = [traces.install, deadletters.install, lag.install, live.install, versions.install]
 
 
 def install_extensions(collector):

@@ -12,6 +12,7 @@ import { initSortableTables } from "./sortable.js";
 import { drawSparklines } from "./sparkline.js";
 import { initTimeWindow } from "./timewindow.js";
 import { initToggles } from "./toggle.js";
+import { initVersions } from "./versions.js";
 import { initWaterfall } from "./waterfall.js";
 
 // Named here because minification renames the functions themselves.
@@ -28,6 +29,7 @@ const behaviours = {
   "lag chart": initLagChart,
   "live tail": initLiveTail,
   "live summaries": initLiveSummaries,
+  versions: initVersions,
 };
 
 function start() {
