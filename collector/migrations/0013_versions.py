@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('collector', '0011_live'),
+        ('collector', '0012_kafka'),
     ]
 
     operations = [
