@@ -1,0 +1,331 @@
+"""RabbitMQ as a stream of raw messages (aio-pika on the collector's loop).
+
+The tap is a queue of the collector's own, `<EVENTSCOPE_CONSUMER>.tap`: a quorum queue
+(a broker restart loses nothing; messages are acked after their batch is committed, as
+for NATS), bounded by `x-max-length-bytes` with `drop-head`, so a stopped collector can
+never trip the broker's memory or disk alarm and block every publisher: past the bound
+the oldest copies are dropped, which shows as a gap on the topics page. It takes nothing
+from application queues. It is fed by
+
+- the firehose (`amq.rabbitmq.trace`, bound `publish.#`), turned on through the
+  management API at start and again on each reconnect, since it is per node and vhost
+  and off after every broker restart; or, where that is impossible,
+- a binding to every exchange in the way each type allows: `#` on topic, any key on
+  fanout, each key some queue is bound with on direct, `x-match: all` with no other
+  arguments on headers (it matches everything). The default exchange cannot be bound
+  (only the firehose sees it); other types (x-delayed-message, consistent hash ...) are
+  listed as not covered. Exchanges come from the management API, else the standard
+  `amq.*` ones. Note: these bindings make messages routable that were not (a mandatory
+  publish is no longer returned, an alternate exchange no longer receives them).
+
+A message becomes a `RawMessage` with `stream` = its exchange ("amq.default" for the
+default one), `subject` = its routing key (the exchange name when the key is empty, as on
+fanout), headers = the AMQP headers plus its properties as `amqp-*` headers.
+
+Idempotency: events are unique on (broker, stream, seq, ts). Here `seq` is a 63-bit hash
+of the message id where there is one, else of the exchange, routing key, headers and body;
+`ts` is the message's `timestamp` property where set, else the tap's arrival time. It
+cannot catch a redelivery (after a collector crash or a lost ack) of a message without a
+timestamp property: its arrival time differs, so it is stored twice. And two different
+messages with the same id and timestamp (a publisher reusing ids) are stored once.
+"""
+import asyncio
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import aio_pika
+from aiormq.exceptions import AMQPError
+
+from collector.brokers import RawMessage
+from collector.brokers.rabbitmq_api import Management, ManagementError, vhost_of
+from collector.secrets import redact_text, redact_url
+from collector.waits import pause
+
+log = logging.getLogger("eventscope.rabbitmq")
+
+OBSERVER = os.environ.get("EVENTSCOPE_CONSUMER", "").strip() or "eventscope"
+TAP_MAX_BYTES = 512 * 1024 * 1024  # what the tap queue may hold while the collector is away
+PREFETCH = 2000
+DISCOVERY_SECONDS = 10.0
+TRACE_EXCHANGE = "amq.rabbitmq.trace"
+DEFAULT_EXCHANGE = "amq.default"
+STANDARD = {"amq.direct": "direct", "amq.fanout": "fanout", "amq.topic": "topic", "amq.headers": "headers",
+            "amq.match": "headers"}
+PROPERTIES = ("content_type", "content_encoding", "delivery_mode", "priority", "correlation_id", "reply_to",
+              "expiration", "message_id", "timestamp", "type", "user_id", "app_id")
+
+
+@dataclass
+class ExchangeState:
+    """How the tap covers one exchange (shown on the topics page beside NATS streams)."""
+    name: str
+    type: str
+    observed: bool
+    note: str = ""
+    keys: frozenset = frozenset()
+
+    @property
+    def retention(self):  # the heartbeat's stream report reads it
+        return self.type
+
+
+def tap_name():
+    return f"{OBSERVER}.tap"
+
+
+def header_text(value):
+    """A header value as stored (text); bytes that are not UTF-8 are kept escaped."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    return json.dumps(value, default=_jsonable, separators=(",", ":"))
+
+
+def _jsonable(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    return str(value)
+
+
+def message_key(exchange, routing_key, headers, body, message_id):
+    """The 63-bit `seq` of a message (see the module docstring)."""
+    digest = hashlib.blake2b(digest_size=8)
+    if message_id:
+        digest.update(b"id\0" + exchange.encode() + b"\0" + str(message_id).encode())
+    else:
+        digest.update(exchange.encode() + b"\0" + routing_key.encode() + b"\0")
+        digest.update(json.dumps(headers, sort_keys=True, default=str).encode() + b"\0" + body)
+    return int.from_bytes(digest.digest(), "big") >> 1
+
+
+def to_raw(exchange, routing_key, amqp_headers, properties, body, arrived):
+    """A RawMessage from what AMQP delivered. A header that cannot be read is kept as text
+    with a note in `amqp-header-errors`, never dropped."""
+    headers, errors = {}, []
+    for name, value in (amqp_headers or {}).items():
+        try:
+            headers[str(name)] = header_text(value)
+        except Exception as error:  # noqa: BLE001 - whatever the value, the message is kept
+            headers[str(name)] = repr(value)
+            errors.append(f"{name}: {error}")
+    for name in PROPERTIES:
+        value = properties.get(name)
+        if value not in (None, ""):
+            headers["amqp-" + name.replace("_", "-")] = header_text(value)
+    exchange = exchange or DEFAULT_EXCHANGE
+    headers["amqp-exchange"] = exchange
+    headers["amqp-routing-key"] = routing_key
+    if errors:
+        headers["amqp-header-errors"] = "; ".join(errors)
+    stamp = properties.get("timestamp")
+    if isinstance(stamp, int) and 0 < stamp < 2**33:  # the firehose gives seconds
+        stamp = datetime.fromtimestamp(stamp, UTC)
+    ts = stamp.astimezone(UTC) if isinstance(stamp, datetime) else arrived
+    seq = message_key(exchange, routing_key, headers, body, properties.get("message_id"))
+    return RawMessage(routing_key or exchange, exchange, seq, ts, arrived, headers, body)
+
+
+def from_trace(message, arrived):
+    """A firehose copy (`publish.<exchange>`): the original exchange, routing key,
+    properties and headers are in the trace message's headers."""
+    trace = message.headers or {}
+    exchange = header_text(trace.get("exchange_name", "")) or DEFAULT_EXCHANGE
+    keys = trace.get("routing_keys") or [""]
+    props = dict(trace.get("properties") or {})
+    headers = props.pop("headers", None) or {}
+    properties = {name: props.get(name) for name in PROPERTIES}
+    return to_raw(exchange, header_text(keys[0]), headers, properties, message.body, arrived)
+
+
+def from_delivery(message, arrived):
+    properties = {name: getattr(message, name, None) for name in PROPERTIES}
+    return to_raw(message.exchange, message.routing_key or "", message.headers, properties, message.body, arrived)
+
+
+class RabbitAdapter:
+    def __init__(self, url, deliver, management_url=None, max_bytes=TAP_MAX_BYTES, firehose=True):
+        self.url = url
+        self.deliver = deliver
+        self.vhost = vhost_of(url)
+        self.api = Management.for_broker(url, management_url)
+        self.max_bytes = max_bytes
+        self.want_firehose = firehose
+        self.firehose = False
+        self.connection = self.channel = self.queue = None
+        self.streams = {}  # exchange name -> ExchangeState
+        self.counters = {"reconnects": 0, "ack_failures": 0, "header_errors": 0, "firehose": False,
+                         "management_api": False}
+        self._tasks = []
+
+    async def connect(self, stop):
+        wait = 0.5
+        while not stop.is_set():
+            try:
+                self.connection = await aio_pika.connect_robust(
+                    self.url, client_properties={"connection_name": "eventscope-collector"})
+                self.connection.reconnect_callbacks.add(self._reconnected)
+                log.info("connected to RabbitMQ at %s", redact_url(self.url))
+                return True
+            except Exception as error:  # noqa: BLE001 - any failure to connect is retried the same way
+                await self.close()
+                log.warning("RabbitMQ connect failed (%s); retrying in %.1f s", redact_text(str(error)), wait)
+                await pause(stop, wait)
+                wait = min(30.0, wait * 2)
+        return False
+
+    async def start(self):
+        self.channel = await self.connection.channel()
+        await self.channel.set_qos(prefetch_count=PREFETCH)
+        self.queue = await self.channel.declare_queue(tap_name(), durable=True, arguments={
+            "x-queue-type": "quorum", "x-max-length-bytes": self.max_bytes, "x-overflow": "drop-head"})
+        await self._feed()
+        self._tasks.append(asyncio.create_task(self._consume()))
+        self._tasks.append(asyncio.create_task(self._rediscover()))
+
+    async def _feed(self):
+        """The firehose if it can be turned on, else a binding per exchange. The tap queue
+        outlives the collector with its bindings: those of the other way are removed, so
+        no message comes in twice."""
+        if self.want_firehose and await self._firehose_on():
+            if not self.firehose:
+                await self.queue.bind(TRACE_EXCHANGE, "publish.#")
+                self.firehose = True
+                self.counters["firehose"] = True
+            for binding in await self.api.bindings(self.vhost):
+                if binding.get("destination") == tap_name() and binding.get("source") not in ("", TRACE_EXCHANGE):
+                    await self.queue.unbind(binding["source"], binding.get("routing_key", ""),
+                                            arguments=binding.get("arguments") or None)
+            await self._discover(bind=False)
+        else:
+            await self.queue.unbind(TRACE_EXCHANGE, "publish.#")
+            await self._discover(bind=True)
+
+    async def _firehose_on(self):
+        try:
+            await self.api.trace_on(self.vhost)
+            self.counters["management_api"] = True
+            return True
+        except ManagementError as error:
+            self.counters["management_api"] = False
+            log.warning("RabbitMQ firehose not turned on (%s); binding the tap to each exchange instead", error)
+            return False
+
+    async def _reconnected(self, *_):
+        self.counters["reconnects"] += 1
+        log.info("RabbitMQ reconnected")
+        if self.firehose:
+            # The firehose is off after a broker restart: on again before anything is missed
+            # for long (the tap's own bindings are restored by the robust connection).
+            await self._firehose_on()
+
+    async def _rediscover(self):
+        while True:
+            await asyncio.sleep(DISCOVERY_SECONDS)
+            try:
+                await self._discover(bind=not self.firehose)
+            except (AMQPError, ManagementError, aio_pika.exceptions.AMQPException, ConnectionError) as error:
+                log.warning("RabbitMQ exchange discovery failed: %s", error)
+
+    async def _exchanges(self):
+        """[(name, type)] and {exchange: direct keys bound}: from the management API, else
+        the standard exchanges only."""
+        try:
+            exchanges = await self.api.exchanges(self.vhost)
+            bindings = await self.api.bindings(self.vhost)
+            self.counters["management_api"] = True
+        except ManagementError:
+            self.counters["management_api"] = False
+            return list(STANDARD.items()), {}
+        keys = {}
+        for binding in bindings:
+            if binding.get("destination") != tap_name():
+                keys.setdefault(binding["source"], set()).add(binding.get("routing_key", ""))
+        return [(e["name"], e["type"]) for e in exchanges], keys
+
+    async def _discover(self, bind):
+        exchanges, keys = await self._exchanges()
+        for name, kind in exchanges:
+            if name.startswith("amq.rabbitmq."):
+                continue
+            label = name or DEFAULT_EXCHANGE
+            if self.firehose:
+                self.streams[label] = ExchangeState(label, kind, True, "firehose")
+                continue
+            state = self.streams.get(label)
+            if not name:
+                self.streams[label] = ExchangeState(label, kind, False, "the default exchange cannot be bound; "
+                                                    "only the firehose sees it (management API needed)")
+                continue
+            wanted = frozenset(keys.get(name, ())) if kind == "direct" else frozenset()
+            if state is not None and state.observed and state.keys >= wanted:
+                continue
+            self.streams[label] = await self._bind(name, kind, wanted, state)
+
+    async def _bind(self, name, kind, keys, state):
+        if kind == "topic":
+            await self.queue.bind(name, "#")
+        elif kind == "fanout":
+            await self.queue.bind(name, "")
+        elif kind == "headers":
+            await self.queue.bind(name, "", arguments={"x-match": "all"})
+        elif kind == "direct":
+            for key in keys - (state.keys if state else frozenset()):
+                await self.queue.bind(name, key)
+            return ExchangeState(name, kind, True, "bound with each key in use" if keys else
+                                 "no key bound yet: nothing to copy", keys)
+        else:
+            return ExchangeState(name, kind, False, f"exchange type {kind} cannot be tapped by a binding")
+        return ExchangeState(name, kind, True, "bound")
+
+    async def _consume(self):
+        async with self.queue.iterator() as messages:
+            async for message in messages:
+                now = datetime.now(UTC)
+                try:
+                    if message.exchange == TRACE_EXCHANGE:
+                        raw = from_trace(message, now)
+                    else:
+                        raw = from_delivery(message, now)
+                except Exception as error:  # noqa: BLE001 - kept raw with a note, never dropped
+                    log.warning("RabbitMQ message not read (%s); stored as raw bytes", error)
+                    raw = RawMessage(message.routing_key or "", message.exchange or DEFAULT_EXCHANGE,
+                                     message_key(message.exchange or "", message.routing_key or "", {},
+                                                 message.body, None),
+                                     now, now, {"amqp-header-errors": str(error)}, message.body)
+                if "amqp-header-errors" in (raw.headers or {}):
+                    self.counters["header_errors"] += 1
+                raw.token = message
+                await self.deliver(raw)
+
+    async def ack(self, messages):
+        for raw in messages:
+            try:
+                await raw.token.ack()
+            except Exception:  # noqa: BLE001 - its channel closed (broker restart): it is redelivered
+                self.counters["ack_failures"] += 1
+
+    async def close(self):
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
+        if self.connection is not None:
+            await self.connection.close()
+            self.connection = None
+        await self.api.close()
+
+
+def adapter_for(broker, deliver, pending_bytes):
+    from django.conf import settings
+
+    own = broker.url == settings.RABBITMQ_URL
+    return RabbitAdapter(broker.url, deliver, settings.RABBITMQ_MANAGEMENT_URL if own else None,
+                         firehose=settings.RABBITMQ_FIREHOSE)
