@@ -19,8 +19,9 @@ from application queues. It is fed by
   publish is no longer returned, an alternate exchange no longer receives them).
 
 A message becomes a `RawMessage` with `stream` = its exchange ("amq.default" for the
-default one), `subject` = its routing key (the exchange name when the key is empty, as on
-fanout), headers = the AMQP headers plus its properties as `amqp-*` headers.
+default one), `subject` = its topic: the routing key, except on fanout and headers
+exchanges (which ignore it) and for an empty key, where it is the exchange's name;
+headers = the AMQP headers plus its properties as `amqp-*` headers.
 
 Idempotency: events are unique on (broker, stream, seq, ts). Here `seq` is a 63-bit hash
 of the message id where there is one, else of the exchange, routing key, headers and body;
@@ -73,8 +74,18 @@ class ExchangeState:
         return self.type
 
 
+TAP_SUFFIX = ".tap"
+
+
 def tap_name():
-    return f"{OBSERVER}.tap"
+    return OBSERVER + TAP_SUFFIX
+
+
+def subject_for(exchange, routing_key, kind=None):
+    """The topic a message is stored under (see the module docstring)."""
+    if kind in ("fanout", "headers") or not routing_key:
+        return exchange or DEFAULT_EXCHANGE
+    return routing_key
 
 
 def header_text(value):
@@ -107,7 +118,7 @@ def message_key(exchange, routing_key, headers, body, message_id):
     return int.from_bytes(digest.digest(), "big") >> 1
 
 
-def to_raw(exchange, routing_key, amqp_headers, properties, body, arrived):
+def to_raw(exchange, routing_key, amqp_headers, properties, body, arrived, kind=None):
     """A RawMessage from what AMQP delivered. A header that cannot be read is kept as text
     with a note in `amqp-header-errors`, never dropped."""
     headers, errors = {}, []
@@ -131,10 +142,10 @@ def to_raw(exchange, routing_key, amqp_headers, properties, body, arrived):
         stamp = datetime.fromtimestamp(stamp, UTC)
     ts = stamp.astimezone(UTC) if isinstance(stamp, datetime) else arrived
     seq = message_key(exchange, routing_key, headers, body, properties.get("message_id"))
-    return RawMessage(routing_key or exchange, exchange, seq, ts, arrived, headers, body)
+    return RawMessage(subject_for(exchange, routing_key, kind), exchange, seq, ts, arrived, headers, body)
 
 
-def from_trace(message, arrived):
+def from_trace(message, arrived, kinds):
     """A firehose copy (`publish.<exchange>`): the original exchange, routing key,
     properties and headers are in the trace message's headers."""
     trace = message.headers or {}
@@ -143,12 +154,13 @@ def from_trace(message, arrived):
     props = dict(trace.get("properties") or {})
     headers = props.pop("headers", None) or {}
     properties = {name: props.get(name) for name in PROPERTIES}
-    return to_raw(exchange, header_text(keys[0]), headers, properties, message.body, arrived)
+    return to_raw(exchange, header_text(keys[0]), headers, properties, message.body, arrived, kinds.get(exchange))
 
 
-def from_delivery(message, arrived):
+def from_delivery(message, arrived, kinds):
     properties = {name: getattr(message, name, None) for name in PROPERTIES}
-    return to_raw(message.exchange, message.routing_key or "", message.headers, properties, message.body, arrived)
+    return to_raw(message.exchange, message.routing_key or "", message.headers, properties, message.body, arrived,
+                  kinds.get(message.exchange or DEFAULT_EXCHANGE))
 
 
 class RabbitAdapter:
@@ -162,6 +174,7 @@ class RabbitAdapter:
         self.firehose = False
         self.connection = self.channel = self.queue = None
         self.streams = {}  # exchange name -> ExchangeState
+        self.kinds = {}  # exchange name -> type, for the topic of each message
         self.counters = {"reconnects": 0, "ack_failures": 0, "header_errors": 0, "firehose": False,
                          "management_api": False}
         self._tasks = []
@@ -253,6 +266,7 @@ class RabbitAdapter:
 
     async def _discover(self, bind):
         exchanges, keys = await self._exchanges()
+        self.kinds = {(name or DEFAULT_EXCHANGE): kind for name, kind in exchanges}
         for name, kind in exchanges:
             if name.startswith("amq.rabbitmq."):
                 continue
@@ -292,9 +306,9 @@ class RabbitAdapter:
                 now = datetime.now(UTC)
                 try:
                     if message.exchange == TRACE_EXCHANGE:
-                        raw = from_trace(message, now)
+                        raw = from_trace(message, now, self.kinds)
                     else:
-                        raw = from_delivery(message, now)
+                        raw = from_delivery(message, now, self.kinds)
                 except Exception as error:  # noqa: BLE001 - kept raw with a note, never dropped
                     log.warning("RabbitMQ message not read (%s); stored as raw bytes", error)
                     raw = RawMessage(message.routing_key or "", message.exchange or DEFAULT_EXCHANGE,

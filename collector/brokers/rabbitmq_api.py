@@ -74,6 +74,9 @@ class Management:
     async def consumers(self, vhost):
         return await self._request("GET", f"/api/consumers/{self._v(vhost)}")
 
+    async def connections(self):
+        return await self._request("GET", "/api/connections")
+
     async def tracing(self, vhost):
         return bool((await self._request("GET", f"/api/vhosts/{self._v(vhost)}")).get("tracing"))
 

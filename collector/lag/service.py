@@ -67,24 +67,25 @@ class LagGauges:
     ]
 
     def __init__(self, registry):
-        self.broker, self.latest = None, {}
+        self.shown = {}  # broker name -> the latest figures of its sampler
         registry.register(self)
 
     def show(self, broker, latest):
-        self.broker, self.latest = broker, latest
+        self.shown[broker] = latest
 
     def clear(self):
-        self.broker, self.latest = None, {}
+        self.shown = {}
 
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
 
-        latest = dict(self.latest)
+        shown = [(broker, dict(latest)) for broker, latest in list(self.shown.items())]
         for name, documentation, key in self.GAUGES:
             family = GaugeMetricFamily(name, documentation, labels=["broker", "stream", "consumer"])
-            for (stream, consumer), values in latest.items():
-                if not values["observer"]:
-                    family.add_metric([self.broker, stream, consumer], values[key])
+            for broker, latest in shown:
+                for (stream, consumer), values in latest.items():
+                    if not values["observer"]:
+                        family.add_metric([broker, stream, consumer], values[key])
             yield family
 
     def describe(self):
@@ -116,10 +117,28 @@ async def notify(conn, broker, crossings):
     await writer.mark_notified(conn, [(c["id"], outcome) for c, outcome in zip(targets, outcomes)])
 
 
+def make_samplers(collector):
+    """One sampler per broker whose adapter is tapping: JetStream consumers of each NATS
+    broker, queues of each RabbitMQ broker (`collector.lag.rabbitmq`)."""
+    from collector.lag.rabbitmq import RabbitSource
+
+    samplers = []
+    for adapter in collector.taps.adapters:
+        if adapter.kind == "nats":
+            source = JetStreamSource(adapter.nc)
+        elif adapter.kind == "rabbitmq":
+            source = RabbitSource(adapter.api, adapter.vhost, adapter.broker.id)
+        else:
+            continue
+        samplers.append((adapter, Sampler(adapter.broker.id, source, collector.name)))
+    return samplers
+
+
 async def sample_lag(collector, stop):
-    """The collector extension: a round every interval while this collector holds the lock."""
+    """The collector extension: a round every interval while this collector holds the lock,
+    over each broker in turn."""
     link = SamplerLink()
-    sampler = None
+    sampler = samplers = None
     next_prune = time.monotonic() + 60
     try:
         while not stop.is_set():
@@ -129,30 +148,35 @@ async def sample_lag(collector, stop):
                 lag_settings = await database_sync_to_async(_load_settings)()
                 interval = lag_settings.interval_seconds
                 if lag_settings.enabled and await link.hold():
-                    if sampler is None:
+                    if samplers is None:
                         log.info("lag sampler: %s samples every %s s", collector.name, interval)
-                        sampler = Sampler(collector.broker.id, JetStreamSource(collector.adapter.nc), collector.name)
-                    lag_round, crossings = await sampler.sample(link.conn, link.partitions)
+                        samplers = make_samplers(collector)
+                        sampler = samplers[0][1] if samplers else None
+                    for adapter, each in samplers:
+                        if not collector.taps.ready.get(adapter.broker.name):
+                            continue  # not connected yet: its consumers are not read
+                        lag_round, crossings = await each.sample(link.conn, link.partitions)
+                        collector.lag_gauges.show(adapter.broker.name, each.latest)
+                        await notify(link.conn, adapter.broker.name, crossings)
                     collector.lag_sampler = sampler
-                    collector.lag_gauges.show(collector.broker.name, sampler.latest)
-                    await notify(link.conn, collector.broker.name, crossings)
+                    collector.lag_samplers = samplers
                     if time.monotonic() >= next_prune:
                         next_prune = time.monotonic() + PRUNE_EVERY
                         dropped = await database_sync_to_async(writer.prune)()
                         if dropped:
                             log.info("lag retention dropped %s", ", ".join(dropped))
-                elif sampler is not None or not lag_settings.enabled:
-                    sampler = collector.lag_sampler = None
+                elif samplers is not None or not lag_settings.enabled:
+                    sampler = samplers = collector.lag_sampler = None
                     collector.lag_gauges.clear()
             except (psycopg.OperationalError, psycopg.InterfaceError) as error:
                 log.warning("lag sampler: database unavailable (%s); the lock is released, retrying", error)
-                sampler = collector.lag_sampler = None
+                sampler = samplers = collector.lag_sampler = None
                 await link.close()
             except asyncio.CancelledError:
                 raise
             except Exception:  # one bad round must not end sampling; a fresh connection starts clean
                 log.exception("lag sampling round failed")
-                sampler = collector.lag_sampler = None
+                sampler = samplers = collector.lag_sampler = None
                 await link.close()
             await pause(stop, max(0.2, interval - (time.monotonic() - began)))
     finally:
@@ -162,6 +186,7 @@ async def sample_lag(collector, stop):
 
 def install(collector):
     """Sample consumer lag beside `collector`'s loop (call before `collector.run`)."""
-    collector.lag_sampler = None
+    collector.lag_sampler = None  # the first broker's sampler (NATS)
+    collector.lag_samplers = []
     collector.lag_gauges = LagGauges(collector.metrics.registry)
     collector.extensions.append(sample_lag)

@@ -1,0 +1,56 @@
+"""RabbitMQ queues as consumers on the lag pages, sampled from the management API with
+history and status, and the topology contract in their config."""
+from urllib.parse import quote
+
+import pytest
+
+from collector.deadletters import capture
+from collector.lag import service as lag
+from collector.models import Consumer, LagSample, LagSettings
+from tests.brokers.rabbit import declare, publish, rabbit_broker, vhost  # noqa: F401 (fixture)
+from tests.conftest import run_async, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_queue_s_lag_has_history_status_topics_and_its_page(vhost, run_collector, viewer_client):  # noqa: F811
+    """Ready + unacked per queue, a sample per round; bindings resolved to the topic names
+    the tap stores; a queue bound to a fanout with one consumer of another service is broadcast."""
+    from collector.ingest.configuration import load_configuration
+
+    LagSettings.objects.update_or_create(pk=1, defaults={"interval_seconds": 1})
+    run_async(declare(vhost, [("shop", "topic"), ("news", "fanout")],
+                      [("billing", "shop", "order.*", None), ("alerts", "news", "", None)]))
+    broker = rabbit_broker(vhost)
+    running = run_collector(brokers=[load_configuration()[0], broker], installs=[capture.install, lag.install])
+    wait_until(lambda: running.collector.taps.ready.get(broker.name), 30, "the RabbitMQ tap")
+    run_async(publish(vhost, [("shop", "order.created", b"{}", None, None)] * 3
+                      + [("shop", "order.paid", b"{}", None, None)] * 2 + [("news", "", b"hi", None, None)]))
+    queue = Consumer.objects.filter(broker=broker, name="billing")
+    wait_until(lambda: queue.filter(lag=5).exists(), 40, "billing's lag of five")
+    billing = queue.get()
+    assert billing.kind == "rabbitmq" and billing.stream == vhost.rsplit("/", 1)[1]
+    assert billing.pending == 5 and billing.ack_pending == 0
+    assert billing.config["instances"] == 0 and billing.config["routing"] == "load-balanced"
+    assert {"exchange": "shop", "routing_key": "order.*", "arguments": {}} in billing.config["bindings"]
+    wait_until(lambda: set(Consumer.objects.get(pk=billing.pk).config["topics"]) == {"order.created", "order.paid"},
+               20, "billing's topics resolved from what the tap stored")
+    wait_until(lambda: LagSample.objects.filter(consumer_id=billing.pk).count() >= 2, 20, "a history of samples")
+    alerts = Consumer.objects.get(broker=broker, name="alerts")
+    assert alerts.config["topics"] == ["news"] and alerts.lag == 1
+    assert not Consumer.objects.filter(broker=broker, name__endswith=".tap", observer=False).exists()
+    page = viewer_client.get(f"/consumers/{quote(billing.stream, safe='')}/billing/?broker={broker.name}")
+    assert page.status_code == 200 and b"billing" in page.content
+    listing = viewer_client.get("/consumers/")
+    assert b"billing" in listing.content
+
+
+def test_the_default_vhost_s_queues_have_a_page_at_percent_2f(viewer_client):
+    """vhost `/` is written %2F in the URL (it arrives decoded as a slash)."""
+    from django.utils import timezone
+
+    broker = rabbit_broker("amqp://guest:guest@127.0.0.1:5672/")
+    now = timezone.now()
+    Consumer.objects.create(broker=broker, stream="/", name="mailer", kind="rabbitmq", first_seen=now, last_seen=now)
+    page = viewer_client.get(f"/consumers/%2F/mailer/?broker={broker.name}")
+    assert page.status_code == 200 and b"mailer" in page.content
