@@ -155,7 +155,7 @@ async def sample_lag(collector, stop):
                     for adapter, each in samplers:
                         if not collector.taps.ready.get(adapter.broker.name):
                             continue  # not connected yet: its consumers are not read
-                        lag_round, crossings = await each.sample(link.conn, link.partitions)
+                        _, crossings = await each.sample(link.conn, link.partitions)
                         collector.lag_gauges.show(adapter.broker.name, each.latest)
                         await notify(link.conn, adapter.broker.name, crossings)
                     collector.lag_sampler = sampler
