@@ -249,40 +249,52 @@ class RabbitAdapter:
                 log.warning("RabbitMQ exchange discovery failed: %s", error)
 
     async def _exchanges(self):
-        """[(name, type)] and {exchange: direct keys bound}: from the management API, else
-        the standard exchanges only."""
+        """[(name, type)], {exchange: direct keys bound} and the dead-letter exchanges
+        (named by queue arguments or policies): from the management API, else the
+        standard exchanges only."""
         try:
             exchanges = await self.api.exchanges(self.vhost)
             bindings = await self.api.bindings(self.vhost)
+            queues = await self.api.queues(self.vhost)
             self.counters["management_api"] = True
         except ManagementError:
             self.counters["management_api"] = False
-            return list(STANDARD.items()), {}
+            return list(STANDARD.items()), {}, set()
         keys = {}
         for binding in bindings:
             if binding.get("destination") != tap_name():
                 keys.setdefault(binding["source"], set()).add(binding.get("routing_key", ""))
-        return [(e["name"], e["type"]) for e in exchanges], keys
+        dead = set()
+        for queue in queues:
+            named = (queue.get("arguments") or {}).get("x-dead-letter-exchange")
+            policy = (queue.get("effective_policy_definition") or {}).get("dead-letter-exchange")
+            dead.update(name for name in (named, policy) if name)
+        return [(e["name"], e["type"]) for e in exchanges], keys, dead
 
     async def _discover(self, bind):
-        exchanges, keys = await self._exchanges()
+        exchanges, keys, dead = await self._exchanges()
         self.kinds = {(name or DEFAULT_EXCHANGE): kind for name, kind in exchanges}
         for name, kind in exchanges:
             if name.startswith("amq.rabbitmq."):
                 continue
             label = name or DEFAULT_EXCHANGE
-            if self.firehose:
+            if self.firehose and name not in dead:
                 self.streams[label] = ExchangeState(label, kind, True, "firehose")
                 continue
+            # Dead-lettering is no publish, so the firehose never sees it: a dead-letter
+            # exchange is bound beside it (the copies a client publishes there come
+            # through both ways; the bound one is dropped, see _consume).
             state = self.streams.get(label)
             if not name:
                 self.streams[label] = ExchangeState(label, kind, False, "the default exchange cannot be bound; "
                                                     "only the firehose sees it (management API needed)")
                 continue
             wanted = frozenset(keys.get(name, ())) if kind == "direct" else frozenset()
-            if state is not None and state.observed and state.keys >= wanted:
+            if state is not None and state.observed and state.keys >= wanted and state.note != "firehose":
                 continue
             self.streams[label] = await self._bind(name, kind, wanted, state)
+            if name in dead:
+                self.streams[label].note = "dead-letter exchange: " + self.streams[label].note
 
     async def _bind(self, name, kind, keys, state):
         if kind == "topic":
@@ -304,6 +316,12 @@ class RabbitAdapter:
         async with self.queue.iterator() as messages:
             async for message in messages:
                 now = datetime.now(UTC)
+                if self.firehose and message.exchange != TRACE_EXCHANGE and "x-death" not in (message.headers or {}):
+                    # Bound to a dead-letter exchange beside the firehose: a client's own
+                    # publish there is stored from the firehose's copy.
+                    self.counters["firehose_copies"] = self.counters.get("firehose_copies", 0) + 1
+                    await message.ack()
+                    continue
                 try:
                     if message.exchange == TRACE_EXCHANGE:
                         raw = from_trace(message, now, self.kinds)
