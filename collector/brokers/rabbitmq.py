@@ -92,16 +92,16 @@ def header_text(value):
     """A header value as stored (text); bytes that are not UTF-8 are kept escaped."""
     if isinstance(value, str):
         return value
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "backslashreplace")
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
     return json.dumps(value, default=_jsonable, separators=(",", ":"))
 
 
 def _jsonable(value):
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "backslashreplace")
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
     return str(value)

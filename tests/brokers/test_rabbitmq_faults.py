@@ -1,0 +1,62 @@
+"""Faults on RabbitMQ: a broker restart (on a private node) loses nothing, the firehose is
+turned on again after it; a deleted queue shows as gone; unreadable headers are kept."""
+from datetime import UTC, datetime
+
+import pytest
+
+from collector.models import Event
+from tests.brokers.rabbit import api, declare, private_rabbit, publish, rabbit_broker, vhost  # noqa: F401 (fixtures)
+from tests.conftest import run_async, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def batch(start, count):
+    return [("orders", "order.created", b'{"n": %d}' % n, None, {"message_id": f"m-{n}", "delivery_mode": 2})
+            for n in range(start, start + count)]
+
+
+def test_a_broker_restart_loses_nothing_and_the_firehose_is_turned_on_again(private_rabbit, run_collector,  # noqa: F811
+                                                                            settings):
+    from collector.ingest.configuration import load_configuration
+
+    node = private_rabbit
+    settings.RABBITMQ_URL, settings.RABBITMQ_MANAGEMENT_URL = node.url, node.management
+    run_async(declare(node.url, [("orders", "topic")], [("billing", "orders", "order.#", None)]))
+    broker = rabbit_broker(node.url)
+    running = run_collector(brokers=[load_configuration()[0], broker])
+    wait_until(lambda: running.collector.taps.ready.get(broker.name), 30, "the RabbitMQ tap")
+    adapter = running.collector.taps.adapter_named(broker.name)
+    assert adapter.firehose
+    run_async(publish(node.url, batch(0, 300)))
+    node.stop()  # with copies still in the tap queue, unacked or not yet delivered
+    node.start()
+    assert not api("GET", "/api/vhosts/%2F", base=node.management)["tracing"] or adapter.counters["reconnects"]
+    wait_until(lambda: adapter.counters["reconnects"] >= 1, 60, "the collector to reconnect")
+    wait_until(lambda: api("GET", "/api/vhosts/%2F", base=node.management)["tracing"], 30, "the firehose on again")
+    run_async(publish(node.url, batch(300, 300)))
+    stored = Event.objects.filter(broker=broker)
+    wait_until(lambda: stored.count() >= 600, 60, "all 600 messages stored")
+    assert sorted(int(h["amqp-message-id"][2:]) for h in stored.values_list("headers", flat=True)) == list(range(600))
+    # The application's queue kept everything as well: the tap took copies.
+    wait_until(lambda: api("GET", "/api/queues/%2F/billing", base=node.management).get("messages") == 600, 20,
+               "billing's 600 messages")
+
+
+def test_unreadable_header_values_are_kept_escaped_and_the_tap_goes_on(vhost, run_collector):  # noqa: F811
+    from collector.ingest.configuration import load_configuration
+
+    run_async(declare(vhost, [("orders", "topic")]))
+    broker = rabbit_broker(vhost)
+    running = run_collector(brokers=[load_configuration()[0], broker])
+    wait_until(lambda: running.collector.taps.ready.get(broker.name), 30, "the RabbitMQ tap")
+    odd = {"binary": bytearray(b"\xff\xfe\x00raw"), "when": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+           "nested": {"list": [1, "two", bytearray(b"\xc3")]}, "big": 2**40}
+    run_async(publish(vhost, [("orders", "order.odd", b"\x00\x01not json", odd, {"message_id": "odd-1"}),
+                              ("orders", "order.fine", b"{}", None, {"message_id": "fine-1"})]))
+    stored = Event.objects.filter(broker=broker)
+    wait_until(lambda: stored.count() == 2, 30, "both messages")
+    headers = stored.get(subject="order.odd").headers
+    assert headers["binary"] == "\\xff\\xfe\ufffdraw" or headers["binary"].startswith("\\xff\\xfe")
+    assert headers["when"].startswith("2026-01-02T03:04:05") and headers["big"] == str(2**40)
+    assert '"two"' in headers["nested"]
