@@ -178,6 +178,7 @@ class RabbitAdapter:
         self.counters = {"reconnects": 0, "ack_failures": 0, "header_errors": 0, "firehose": False,
                          "management_api": False}
         self._tasks = []
+        self._consumer = None
 
     async def connect(self, stop):
         wait = 0.5
@@ -198,11 +199,31 @@ class RabbitAdapter:
     async def start(self):
         self.channel = await self.connection.channel()
         await self.channel.set_qos(prefetch_count=PREFETCH)
+        await self._declare_tap()
+        self._tasks.append(asyncio.create_task(self._rediscover()))
+
+    async def _declare_tap(self):
         self.queue = await self.channel.declare_queue(tap_name(), durable=True, arguments={
             "x-queue-type": "quorum", "x-max-length-bytes": self.max_bytes, "x-overflow": "drop-head"})
+        self.firehose, self.streams = False, {}
         await self._feed()
-        self._tasks.append(asyncio.create_task(self._consume()))
-        self._tasks.append(asyncio.create_task(self._rediscover()))
+        self._consumer = asyncio.create_task(self._consume())
+
+    async def _tap_deleted(self):
+        """Someone deleted the tap queue (the broker cancels our consumer): declare and
+        feed it again. What was published meanwhile went to no queue of ours: a gap."""
+        try:
+            await self.api.queue(self.vhost, tap_name())
+            return False
+        except ManagementError as error:
+            if "HTTP 404" not in str(error):
+                return False
+        self.counters["tap_redeclared"] = self.counters.get("tap_redeclared", 0) + 1
+        log.error("RabbitMQ tap queue %s was deleted; declaring it again (messages published meanwhile are "
+                  "not stored)", tap_name())
+        self._consumer.cancel()
+        await self._declare_tap()
+        return True
 
     async def _feed(self):
         """The firehose if it can be turned on, else a binding per exchange. The tap queue
@@ -244,6 +265,8 @@ class RabbitAdapter:
         while True:
             await asyncio.sleep(DISCOVERY_SECONDS)
             try:
+                if await self._tap_deleted():
+                    continue
                 await self._discover(bind=not self.firehose)
             except (AMQPError, ManagementError, aio_pika.exceptions.AMQPException, ConnectionError) as error:
                 log.warning("RabbitMQ exchange discovery failed: %s", error)
@@ -346,9 +369,12 @@ class RabbitAdapter:
                 self.counters["ack_failures"] += 1
 
     async def close(self):
+        if self._consumer is not None:
+            self._consumer.cancel()
         for task in self._tasks:
             task.cancel()
         self._tasks = []
+        self._consumer = None
         if self.connection is not None:
             await self.connection.close()
             self.connection = None

@@ -71,6 +71,9 @@ class Management:
     async def queues(self, vhost):
         return await self._request("GET", f"/api/queues/{self._v(vhost)}")
 
+    async def queue(self, vhost, name):
+        return await self._request("GET", f"/api/queues/{self._v(vhost)}/{self._v(name)}")
+
     async def consumers(self, vhost):
         return await self._request("GET", f"/api/consumers/{self._v(vhost)}")
 

@@ -144,7 +144,8 @@ class PrivateRabbit:
 
         if self.process is None or self.process.poll() is not None:
             return
-        subprocess.run(["/usr/lib/rabbitmq/bin/rabbitmqctl", "-n", self.node, "stop"], env=self.env(), capture_output=True, timeout=60)
+        subprocess.run(["/usr/lib/rabbitmq/bin/rabbitmqctl", "-n", self.node, "stop"], env=self.env(), capture_output=True,
+                       timeout=60, check=False)
         try:
             self.process.wait(30)
         except subprocess.TimeoutExpired:

@@ -125,7 +125,7 @@ def test_a_double_click_retry_republishes_once_with_confirms_id_and_provenance(b
 
 def test_a_worker_killed_after_publishing_settles_on_the_stored_copy_or_unknown_never_two(
         bounced, operator_client, celery_worker_process, tmp_path):
-    broker, letter, url = bounced
+    _, letter, url = bounced
     path = tmp_path / "fault"
     celery_worker_process(env={"EVENTSCOPE_FAULT": f"retry-published:{path}"})
     assert operator_client.post(f"/dlq/{letter.id}/retry/", {"attempt": "0"}).status_code == 302

@@ -60,3 +60,21 @@ def test_unreadable_header_values_are_kept_escaped_and_the_tap_goes_on(vhost, ru
     assert headers["binary"] == "\\xff\\xfe\ufffdraw" or headers["binary"].startswith("\\xff\\xfe")
     assert headers["when"].startswith("2026-01-02T03:04:05") and headers["big"] == str(2**40)
     assert '"two"' in headers["nested"]
+
+
+def test_a_deleted_tap_queue_is_declared_again_and_capture_goes_on(vhost, run_collector, monkeypatch):  # noqa: F811
+    from collector.brokers import rabbitmq
+    from collector.ingest.configuration import load_configuration
+
+    monkeypatch.setattr(rabbitmq, "DISCOVERY_SECONDS", 0.5)
+    run_async(declare(vhost, [("orders", "topic")]))
+    broker = rabbit_broker(vhost)
+    running = run_collector(brokers=[load_configuration()[0], broker])
+    wait_until(lambda: running.collector.taps.ready.get(broker.name), 30, "the RabbitMQ tap")
+    adapter = running.collector.taps.adapter_named(broker.name)
+    name = vhost.rsplit("/", 1)[1]
+    api("DELETE", f"/api/queues/{name}/eventscope.tap")
+    wait_until(lambda: adapter.counters.get("tap_redeclared"), 20, "the tap queue declared again")
+    run_async(publish(vhost, [("orders", "order.after", b"{}", None, {"message_id": "after-1"})]))
+    wait_until(lambda: Event.objects.filter(broker=broker, subject="order.after").exists(), 20,
+               "capture after the deletion")

@@ -7,7 +7,7 @@ import pytest
 from collector.deadletters import capture
 from collector.lag import service as lag
 from collector.models import Consumer, LagSample, LagSettings
-from tests.brokers.rabbit import declare, publish, rabbit_broker, vhost  # noqa: F401 (fixture)
+from tests.brokers.rabbit import api, declare, publish, rabbit_broker, vhost  # noqa: F401 (fixture)
 from tests.conftest import run_async, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -43,6 +43,9 @@ def test_a_queue_s_lag_has_history_status_topics_and_its_page(vhost, run_collect
     assert page.status_code == 200 and b"billing" in page.content
     listing = viewer_client.get("/consumers/")
     assert b"billing" in listing.content
+    # A deleted queue is shown as gone, not frozen.
+    api("DELETE", f"/api/queues/{billing.stream}/billing")
+    wait_until(lambda: Consumer.objects.get(pk=billing.pk).status == "gone", 20, "billing marked gone")
 
 
 def test_the_default_vhost_s_queues_have_a_page_at_percent_2f(viewer_client):

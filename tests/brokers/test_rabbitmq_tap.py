@@ -13,7 +13,8 @@ def tap_ready(running, broker):
     return running.collector.taps.adapter_named(broker.name)
 
 
-def test_the_tap_binds_every_exchange_type_and_stores_each_message_once(vhost, run_collector, settings):  # noqa: F811
+def test_the_tap_binds_every_exchange_type_and_stores_each_message_once(vhost, run_collector, settings,  # noqa: F811
+                                                                         viewer_client):
     """Without the firehose: `#` on topic, any key on fanout, each bound key on direct,
     x-match all on headers; the default exchange is listed as not covered."""
     settings.RABBITMQ_FIREHOSE = False
@@ -44,6 +45,10 @@ def test_the_tap_binds_every_exchange_type_and_stores_each_message_once(vhost, r
     # The application's queues keep their messages: the tap took copies.
     wait_until(lambda: api("GET", f"/api/queues/{vhost.rsplit('/', 1)[1]}/mailer").get("messages") == 2, 15,
                "the mailer queue to hold its two messages")
+    # The topics page says what is not covered, and why.
+    running.collector.write_heartbeat()
+    page = viewer_client.get("/topics/").content.decode()
+    assert "amq.default" in page and "cannot be bound" in page
     # Acked after commit: the tap queue drains.
     wait_until(lambda: api("GET", f"/api/queues/{vhost.rsplit('/', 1)[1]}/eventscope.tap").get("messages") == 0, 15,
                "the tap queue to drain")
