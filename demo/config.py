@@ -44,6 +44,8 @@ parse_exporters = choices(EXPORTERS, none_word="none")
 @dataclass
 class DemoConfig:
     nats_url: str = field(default_factory=lambda: env_str("NATS_URL", "nats://127.0.0.1:4222"))
+    # Set: the mail also runs over RabbitMQ (demo/rabbit.py), so both brokers show on every page.
+    rabbitmq_url: str = field(default_factory=lambda: env_str("RABBITMQ_URL", ""), repr=False)
     rate: float = 2.0  # mean orders per second
     fail_fraction: float = 0.1
     slow_delay: float = 0.5  # seconds the inventory spends on each order
