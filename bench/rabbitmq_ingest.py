@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from collector_ingest import cpu_seconds, payload, raw_write, resident_kb, server_pids  # noqa: E402
+from collector_ingest import cpu_seconds, payload, raw_write, resident_kb, server_pids
 
 AMQP = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672").rstrip("/")
 MANAGEMENT = os.environ.get("RABBITMQ_MANAGEMENT_URL", "http://127.0.0.1:15672")

@@ -4,9 +4,7 @@ test's."""
 import json
 import os
 import urllib.request
-import uuid
 from base64 import b64encode
-from urllib.parse import quote
 
 import pytest
 
@@ -29,20 +27,6 @@ def management_up(base=MANAGEMENT):
         return True
     except OSError:
         return False
-
-
-@pytest.fixture
-def vhost():
-    """A fresh vhost on the shared RabbitMQ (guest may use it); its AMQP URL."""
-    if not management_up():
-        if os.environ.get("CI"):
-            raise AssertionError("RabbitMQ's management API does not answer on 15672")
-        pytest.skip("RabbitMQ with its management plugin is not running on 127.0.0.1")
-    name = f"es-{uuid.uuid4().hex[:10]}"
-    api("PUT", f"/api/vhosts/{quote(name, safe='')}", {})
-    api("PUT", f"/api/permissions/{quote(name, safe='')}/guest", {"configure": ".*", "write": ".*", "read": ".*"})
-    yield f"{AMQP}/{quote(name, safe='')}"
-    api("DELETE", f"/api/vhosts/{quote(name, safe='')}")
 
 
 def rabbit_broker(url, name="rabbit"):
@@ -153,8 +137,33 @@ class PrivateRabbit:
             self.process.wait(10)
 
 
-@pytest.fixture
-def private_rabbit(tmp_path_factory):
-    node = PrivateRabbit(tmp_path_factory.mktemp("rabbit")).start()
-    yield node
-    node.stop()
+async def reject_one(url, queue):
+    """The mailer's consumer gives up on one message: reject without requeue."""
+    import aio_pika
+
+    connection_ = await aio_pika.connect(url)
+    async with connection_:
+        channel = await connection_.channel()
+        found = await (await channel.get_queue(queue)).get(timeout=5)
+        await found.reject(requeue=False)
+
+
+async def take_all(url, queue):
+    import aio_pika
+
+    connection_ = await aio_pika.connect(url)
+    taken = []
+    async with connection_:
+        channel = await connection_.channel()
+        source = await channel.get_queue(queue)
+        while True:
+            found = await source.get(fail=False, timeout=5)
+            if found is None:
+                return taken
+            await found.ack()
+            taken.append(found)
+
+
+def queue_depth(vhost_url, queue):
+    name = vhost_url.rsplit("/", 1)[1]
+    return api("GET", f"/api/queues/{name}/{queue}").get("messages")

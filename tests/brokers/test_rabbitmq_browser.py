@@ -2,15 +2,14 @@
 (captured from its dead-letter exchange) and the mail goes back to its queue once."""
 import pytest
 
-from tests.brokers.rabbit import vhost  # noqa: F401 (fixture)
-from tests.brokers.test_rabbitmq_deadletters import bounced, queue_depth, take_all  # noqa: F401 (fixture)
+from tests.brokers.rabbit import queue_depth, take_all
 from tests.conftest import browser_login, run_async, wait_until
 from tests.deadletters.test_dead_letters_browser import reload_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def test_an_operator_retries_a_rabbitmq_dead_letter_from_its_page(bounced, live_server, page, bob,  # noqa: F811
+def test_an_operator_retries_a_rabbitmq_dead_letter_from_its_page(bounced, live_server, page, bob,
                                                                    celery_worker_thread):
     _, dead, url = bounced
     browser_login(page, live_server, "bob", "bob-password")

@@ -10,76 +10,11 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from collector.deadletters import capture
 from collector.models import DeadLetter, RetryAttempt
-from tests.brokers.rabbit import api, declare, rabbit_broker, vhost  # noqa: F401 (fixture)
-from tests.brokers.rabbit import publish as amqp_publish
+from tests.brokers.rabbit import queue_depth, take_all
 from tests.conftest import run_async, wait_until
-from tests.deadletters.conftest import eager_tasks  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def reject_one(url, queue):
-    """The mailer's consumer gives up on one message: reject without requeue."""
-    import aio_pika
-
-    connection_ = await aio_pika.connect(url)
-    async with connection_:
-        channel = await connection_.channel()
-        found = await (await channel.get_queue(queue)).get(timeout=5)
-        await found.reject(requeue=False)
-
-
-async def take_all(url, queue):
-    import aio_pika
-
-    connection_ = await aio_pika.connect(url)
-    taken = []
-    async with connection_:
-        channel = await connection_.channel()
-        source = await channel.get_queue(queue)
-        while True:
-            found = await source.get(fail=False, timeout=5)
-            if found is None:
-                return taken
-            await found.ack()
-            taken.append(found)
-
-
-def queue_depth(vhost_url, queue):
-    name = vhost_url.rsplit("/", 1)[1]
-    return api("GET", f"/api/queues/{name}/{queue}").get("messages")
-
-
-@pytest.fixture
-def bounced(vhost, run_collector):  # noqa: F811
-    """A mailer queue whose dead letters go through the `mail.dlx` exchange to `mail.dlq`,
-    a collector tapping it, and one bounced mail captured as a dead letter."""
-    from collector.ingest.configuration import load_configuration
-
-    run_async(declare(vhost, [("mail", "direct"), ("mail.dlx", "fanout")]))
-    import aio_pika
-
-    async def queues():
-        connection_ = await aio_pika.connect(vhost)
-        async with connection_:
-            channel = await connection_.channel()
-            mailer = await channel.declare_queue("mailer", durable=True,
-                                                 arguments={"x-dead-letter-exchange": "mail.dlx"})
-            await mailer.bind("mail", "send")
-            await (await channel.declare_queue("mail.dlq", durable=True)).bind("mail.dlx", "")
-
-    run_async(queues())
-    broker = rabbit_broker(vhost)
-    running = run_collector(brokers=[load_configuration()[0], broker], installs=[capture.install])
-    wait_until(lambda: running.collector.taps.ready.get(broker.name), 30, "the RabbitMQ tap")
-    run_async(amqp_publish(vhost, [("mail", "send", b'{"to": "x@example.com"}', {"X-Error": "mailbox full"},
-                                    {"content_type": "application/json"})]))
-    wait_until(lambda: queue_depth(vhost, "mailer") == 1, 15, "the mail in its queue")
-    run_async(reject_one(vhost, "mailer"))
-    letter = wait_until(lambda: DeadLetter.objects.filter(broker=broker).first(), 30, "the dead letter")
-    return broker, letter, vhost
 
 
 def test_a_dead_lettered_message_is_captured_from_x_death_and_the_dlq_left_alone(bounced):
@@ -91,7 +26,7 @@ def test_a_dead_lettered_message_is_captured_from_x_death_and_the_dlq_left_alone
     assert DeadLetter.objects.filter(broker=broker).count() == 1
 
 
-def test_a_double_click_retry_republishes_once_with_confirms_id_and_provenance(bounced, bob, eager_tasks):  # noqa: F811
+def test_a_double_click_retry_republishes_once_with_confirms_id_and_provenance(bounced, bob, eager_tasks):
     broker, letter, url = bounced
     barrier = threading.Barrier(6)
     statuses = []

@@ -8,17 +8,17 @@ import uuid
 import pytest
 
 import demo
-from demo import rabbit as rabbit_demo
 from collector.deadletters import capture
 from collector.lag import service as lag
 from collector.models import Consumer, DeadLetter, Event, LagSettings
-from tests.brokers.rabbit import rabbit_broker, vhost  # noqa: F401 (fixture)
+from demo import rabbit as rabbit_demo
+from tests.brokers.rabbit import rabbit_broker
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_the_demo_mail_runs_over_rabbitmq_with_dead_letters_and_routing_modes(vhost, run_collector,  # noqa: F811
+def test_the_demo_mail_runs_over_rabbitmq_with_dead_letters_and_routing_modes(vhost, run_collector,
                                                                                nats_url):
     from collector.ingest.configuration import load_configuration
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import pytest
 
 from collector.models import Event
-from tests.brokers.rabbit import api, declare, private_rabbit, publish, rabbit_broker, vhost  # noqa: F401 (fixtures)
+from tests.brokers.rabbit import api, declare, publish, rabbit_broker
 from tests.conftest import run_async, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -16,7 +16,7 @@ def batch(start, count):
             for n in range(start, start + count)]
 
 
-def test_a_broker_restart_loses_nothing_and_the_firehose_is_turned_on_again(private_rabbit, run_collector,  # noqa: F811
+def test_a_broker_restart_loses_nothing_and_the_firehose_is_turned_on_again(private_rabbit, run_collector,
                                                                             settings):
     from collector.ingest.configuration import load_configuration
 
@@ -43,7 +43,7 @@ def test_a_broker_restart_loses_nothing_and_the_firehose_is_turned_on_again(priv
                "billing's 600 messages")
 
 
-def test_unreadable_header_values_are_kept_escaped_and_the_tap_goes_on(vhost, run_collector):  # noqa: F811
+def test_unreadable_header_values_are_kept_escaped_and_the_tap_goes_on(vhost, run_collector):
     from collector.ingest.configuration import load_configuration
 
     run_async(declare(vhost, [("orders", "topic")]))
@@ -62,7 +62,7 @@ def test_unreadable_header_values_are_kept_escaped_and_the_tap_goes_on(vhost, ru
     assert '"two"' in headers["nested"]
 
 
-def test_a_deleted_tap_queue_is_declared_again_and_capture_goes_on(vhost, run_collector, monkeypatch):  # noqa: F811
+def test_a_deleted_tap_queue_is_declared_again_and_capture_goes_on(vhost, run_collector, monkeypatch):
     from collector.brokers import rabbitmq
     from collector.ingest.configuration import load_configuration
 

@@ -7,13 +7,13 @@ import pytest
 from collector.deadletters import capture
 from collector.lag import service as lag
 from collector.models import Consumer, LagSample, LagSettings
-from tests.brokers.rabbit import api, declare, publish, rabbit_broker, vhost  # noqa: F401 (fixture)
+from tests.brokers.rabbit import api, declare, publish, rabbit_broker
 from tests.conftest import run_async, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_a_queue_s_lag_has_history_status_topics_and_its_page(vhost, run_collector, viewer_client):  # noqa: F811
+def test_a_queue_s_lag_has_history_status_topics_and_its_page(vhost, run_collector, viewer_client):
     """Ready + unacked per queue, a sample per round; bindings resolved to the topic names
     the tap stores; a queue bound to a fanout with one consumer of another service is broadcast."""
     from collector.ingest.configuration import load_configuration

@@ -4,7 +4,7 @@ commit, application queues untouched."""
 import uuid
 
 from collector.models import Event
-from tests.brokers.rabbit import api, declare, publish, rabbit_broker, vhost  # noqa: F401 (fixture)
+from tests.brokers.rabbit import api, declare, publish, rabbit_broker
 from tests.conftest import run_async, wait_until
 
 
@@ -13,7 +13,7 @@ def tap_ready(running, broker):
     return running.collector.taps.adapter_named(broker.name)
 
 
-def test_the_tap_binds_every_exchange_type_and_stores_each_message_once(vhost, run_collector, settings,  # noqa: F811
+def test_the_tap_binds_every_exchange_type_and_stores_each_message_once(vhost, run_collector, settings,
                                                                          viewer_client):
     """Without the firehose: `#` on topic, any key on fanout, each bound key on direct,
     x-match all on headers; the default exchange is listed as not covered."""
@@ -54,7 +54,7 @@ def test_the_tap_binds_every_exchange_type_and_stores_each_message_once(vhost, r
                "the tap queue to drain")
 
 
-def test_the_firehose_sees_the_default_exchange_and_is_turned_on_by_the_collector(vhost, run_collector):  # noqa: F811
+def test_the_firehose_sees_the_default_exchange_and_is_turned_on_by_the_collector(vhost, run_collector):
     from collector.ingest.configuration import load_configuration
 
     run_async(declare(vhost, [("shop", "topic")], [("work", None, None, None)]))
