@@ -31,10 +31,9 @@ timestamp property: its arrival time differs, so it is stored twice. And two dif
 messages with the same id and timestamp (a publisher reusing ids) are stored once.
 """
 import asyncio
-import hashlib
-import json
 import logging
 import os
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -43,6 +42,17 @@ from aiormq.exceptions import AMQPError
 
 from collector.brokers import RawMessage
 from collector.brokers.rabbitmq_api import Management, ManagementError, vhost_of
+from collector.brokers.rabbitmq_wire import (  # noqa: F401 (other rooms import them from here)
+    DEFAULT_EXCHANGE,
+    PROPERTIES,
+    TRACE_EXCHANGE,
+    from_delivery,
+    from_trace,
+    header_text,
+    message_key,
+    subject_for,
+    to_raw,
+)
 from collector.secrets import redact_text, redact_url
 from collector.waits import pause
 
@@ -52,14 +62,8 @@ OBSERVER = os.environ.get("EVENTSCOPE_CONSUMER", "").strip() or "eventscope"
 TAP_MAX_BYTES = 512 * 1024 * 1024  # what the tap queue may hold while the collector is away
 PREFETCH = 2000
 DISCOVERY_SECONDS = 10.0
-TRACE_EXCHANGE = "amq.rabbitmq.trace"
-DEFAULT_EXCHANGE = "amq.default"
 STANDARD = {"amq.direct": "direct", "amq.fanout": "fanout", "amq.topic": "topic", "amq.headers": "headers",
             "amq.match": "headers"}
-PROPERTIES = ("content_type", "content_encoding", "delivery_mode", "priority", "correlation_id", "reply_to",
-              "expiration", "message_id", "timestamp", "type", "user_id", "app_id")
-
-
 @dataclass
 class ExchangeState:
     """How the tap covers one exchange (shown on the topics page beside NATS streams)."""
@@ -81,88 +85,6 @@ def tap_name():
     return OBSERVER + TAP_SUFFIX
 
 
-def subject_for(exchange, routing_key, kind=None):
-    """The topic a message is stored under (see the module docstring)."""
-    if kind in ("fanout", "headers") or not routing_key:
-        return exchange or DEFAULT_EXCHANGE
-    return routing_key
-
-
-def header_text(value):
-    """A header value as stored (text); bytes that are not UTF-8 are kept escaped."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).decode("utf-8", "backslashreplace")
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
-    return json.dumps(value, default=_jsonable, separators=(",", ":"))
-
-
-def _jsonable(value):
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).decode("utf-8", "backslashreplace")
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
-    return str(value)
-
-
-def message_key(exchange, routing_key, headers, body, message_id):
-    """The 63-bit `seq` of a message (see the module docstring)."""
-    digest = hashlib.blake2b(digest_size=8)
-    if message_id:
-        digest.update(b"id\0" + exchange.encode() + b"\0" + str(message_id).encode())
-    else:
-        digest.update(exchange.encode() + b"\0" + routing_key.encode() + b"\0")
-        digest.update(json.dumps(headers, sort_keys=True, default=str).encode() + b"\0" + body)
-    return int.from_bytes(digest.digest(), "big") >> 1
-
-
-def to_raw(exchange, routing_key, amqp_headers, properties, body, arrived, kind=None):
-    """A RawMessage from what AMQP delivered. A header that cannot be read is kept as text
-    with a note in `amqp-header-errors`, never dropped."""
-    headers, errors = {}, []
-    for name, value in (amqp_headers or {}).items():
-        try:
-            headers[str(name)] = header_text(value)
-        except Exception as error:  # noqa: BLE001 - whatever the value, the message is kept
-            headers[str(name)] = repr(value)
-            errors.append(f"{name}: {error}")
-    for name in PROPERTIES:
-        value = properties.get(name)
-        if value not in (None, ""):
-            headers["amqp-" + name.replace("_", "-")] = header_text(value)
-    exchange = exchange or DEFAULT_EXCHANGE
-    headers["amqp-exchange"] = exchange
-    headers["amqp-routing-key"] = routing_key
-    if errors:
-        headers["amqp-header-errors"] = "; ".join(errors)
-    stamp = properties.get("timestamp")
-    if isinstance(stamp, int) and 0 < stamp < 2**33:  # the firehose gives seconds
-        stamp = datetime.fromtimestamp(stamp, UTC)
-    ts = stamp.astimezone(UTC) if isinstance(stamp, datetime) else arrived
-    seq = message_key(exchange, routing_key, headers, body, properties.get("message_id"))
-    return RawMessage(subject_for(exchange, routing_key, kind), exchange, seq, ts, arrived, headers, body)
-
-
-def from_trace(message, arrived, kinds):
-    """A firehose copy (`publish.<exchange>`): the original exchange, routing key,
-    properties and headers are in the trace message's headers."""
-    trace = message.headers or {}
-    exchange = header_text(trace.get("exchange_name", "")) or DEFAULT_EXCHANGE
-    keys = trace.get("routing_keys") or [""]
-    props = dict(trace.get("properties") or {})
-    headers = props.pop("headers", None) or {}
-    properties = {name: props.get(name) for name in PROPERTIES}
-    return to_raw(exchange, header_text(keys[0]), headers, properties, message.body, arrived, kinds.get(exchange))
-
-
-def from_delivery(message, arrived, kinds):
-    properties = {name: getattr(message, name, None) for name in PROPERTIES}
-    return to_raw(message.exchange, message.routing_key or "", message.headers, properties, message.body, arrived,
-                  kinds.get(message.exchange or DEFAULT_EXCHANGE))
-
-
 class RabbitAdapter:
     def __init__(self, url, deliver, management_url=None, max_bytes=TAP_MAX_BYTES, firehose=True):
         self.url = url
@@ -179,6 +101,12 @@ class RabbitAdapter:
                          "management_api": False}
         self._tasks = []
         self._consumer = None
+        # Acks go out as one `multiple` ack up to the highest delivery tag below which every
+        # message is committed (batches may commit out of order): on a quorum queue that
+        # reads about three times as fast as one ack per message.
+        self._ack_channel = None  # the channel the tags below belong to
+        self._delivered = deque()  # delivery tags in delivery order, not yet acked
+        self._settled = set()  # tags committed, waiting for the ones before them
 
     async def connect(self, stop):
         wait = 0.5
@@ -339,11 +267,12 @@ class RabbitAdapter:
         async with self.queue.iterator() as messages:
             async for message in messages:
                 now = datetime.now(UTC)
+                token = self._delivered_on(message)
                 if self.firehose and message.exchange != TRACE_EXCHANGE and "x-death" not in (message.headers or {}):
                     # Bound to a dead-letter exchange beside the firehose: a client's own
                     # publish there is stored from the firehose's copy.
                     self.counters["firehose_copies"] = self.counters.get("firehose_copies", 0) + 1
-                    await message.ack()
+                    await self._settle([token])
                     continue
                 try:
                     if message.exchange == TRACE_EXCHANGE:
@@ -358,15 +287,38 @@ class RabbitAdapter:
                                      now, now, {"amqp-header-errors": str(error)}, message.body)
                 if "amqp-header-errors" in (raw.headers or {}):
                     self.counters["header_errors"] += 1
-                raw.token = message
+                raw.token = token
                 await self.deliver(raw)
 
+    def _delivered_on(self, message):
+        channel = message.channel  # open: the message just came through it
+        if channel is not self._ack_channel:
+            # A new channel (a reconnect): the tags of the old one are void and their
+            # messages come again.
+            self._ack_channel, self._delivered, self._settled = channel, deque(), set()
+        self._delivered.append(message.delivery_tag)
+        return channel, message.delivery_tag
+
     async def ack(self, messages):
-        for raw in messages:
-            try:
-                await raw.token.ack()
-            except Exception:  # noqa: BLE001 - its channel closed (broker restart): it is redelivered
-                self.counters["ack_failures"] += 1
+        await self._settle([raw.token for raw in messages])
+
+    async def _settle(self, tokens):
+        channel = self._ack_channel
+        for owner, tag in tokens:
+            if owner is channel:
+                self._settled.add(tag)
+            else:
+                self.counters["ack_failures"] += 1  # its channel closed: it is redelivered
+        floor = None
+        while self._delivered and self._delivered[0] in self._settled:
+            floor = self._delivered.popleft()
+            self._settled.discard(floor)
+        if floor is None or channel is None:
+            return
+        try:
+            await channel.basic_ack(floor, multiple=True)
+        except Exception:  # noqa: BLE001 - the channel closed meanwhile: those messages are redelivered
+            self.counters["ack_failures"] += 1
 
     async def close(self):
         if self._consumer is not None:
@@ -375,6 +327,12 @@ class RabbitAdapter:
             task.cancel()
         self._tasks = []
         self._consumer = None
+        # Acks go out as one `multiple` ack up to the highest delivery tag below which every
+        # message is committed (batches may commit out of order): on a quorum queue that
+        # reads about three times as fast as one ack per message.
+        self._ack_channel = None  # the channel the tags below belong to
+        self._delivered = deque()  # delivery tags in delivery order, not yet acked
+        self._settled = set()  # tags committed, waiting for the ones before them
         if self.connection is not None:
             await self.connection.close()
             self.connection = None
