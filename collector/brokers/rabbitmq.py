@@ -60,7 +60,12 @@ log = logging.getLogger("eventscope.rabbitmq")
 
 OBSERVER = os.environ.get("EVENTSCOPE_CONSUMER", "").strip() or "eventscope"
 TAP_MAX_BYTES = 512 * 1024 * 1024  # what the tap queue may hold while the collector is away
-PREFETCH = 2000
+# RabbitMQ bounds what it sends ahead by count only (prefetch), and aio-pika buffers it all:
+# the count is set from the mean message size so that about PREFETCH_BYTES are in flight,
+# between PREFETCH_MIN and PREFETCH_MAX messages (one 1 MB message still goes alone).
+PREFETCH_BYTES = 32 * 1024 * 1024
+PREFETCH_MIN, PREFETCH_MAX = 16, 10_000
+PREFETCH_START = 1000
 DISCOVERY_SECONDS = 10.0
 STANDARD = {"amq.direct": "direct", "amq.fanout": "fanout", "amq.topic": "topic", "amq.headers": "headers",
             "amq.match": "headers"}
@@ -126,7 +131,8 @@ class RabbitAdapter:
 
     async def start(self):
         self.channel = await self.connection.channel()
-        await self.channel.set_qos(prefetch_count=PREFETCH)
+        self.prefetch, self._sizes = PREFETCH_START, [0, 0]  # [messages, bytes] since the last change
+        await self.channel.set_qos(prefetch_count=self.prefetch)
         await self._declare_tap()
         self._tasks.append(asyncio.create_task(self._rediscover()))
 
@@ -289,6 +295,22 @@ class RabbitAdapter:
                     self.counters["header_errors"] += 1
                 raw.token = token
                 await self.deliver(raw)
+                await self._fit_prefetch(len(message.body))
+
+    async def _fit_prefetch(self, size):
+        self._sizes[0] += 1
+        self._sizes[1] += size
+        if self._sizes[0] < 500:
+            return
+        mean = max(1, self._sizes[1] // self._sizes[0])
+        self._sizes = [0, 0]
+        wanted = max(PREFETCH_MIN, min(PREFETCH_MAX, PREFETCH_BYTES // mean))
+        if wanted * 2 < self.prefetch or wanted > self.prefetch * 2 or (wanted < self.prefetch and mean > 64 * 1024):
+            self.prefetch = wanted
+            try:
+                await self.channel.set_qos(prefetch_count=wanted)
+            except Exception as error:  # noqa: BLE001 - the channel is reopened with the last setting
+                log.info("RabbitMQ prefetch not changed: %s", error)
 
     def _delivered_on(self, message):
         channel = message.channel  # open: the message just came through it
