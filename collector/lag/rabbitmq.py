@@ -27,26 +27,57 @@ KIND = "rabbitmq"
 class RabbitSource:
     kind = KIND
 
-    def __init__(self, api, vhost, broker_id):
+    def __init__(self, api, vhost, broker_id, connection=None):
         self.api = api
         self.vhost = vhost
         self.broker_id = broker_id
+        self.connection = connection  # the tap's AMQP connection, for what AMQP alone gives
         self.heads = {}  # queue -> head message time of the last read
+        self.amqp_only = ""  # why the management API was not used this round
 
     async def streams(self):
         try:
             queues = await self.api.queues(self.vhost)
+            self.amqp_only = ""
         except ManagementError as error:
-            raise ReadError(f"RabbitMQ management API: {error} (AMQP alone gives no unacked counts)") from error
+            if self.connection is None:
+                raise ReadError(f"RabbitMQ management API: {error} (AMQP alone gives no unacked counts)") from error
+            self.amqp_only, queues = str(error), None
         self._queues = queues
-        return [StreamReading(self.vhost, 0, 0, sum(q.get("messages") or 0 for q in queues), "queue", True)]
+        return [StreamReading(self.vhost, 0, 0, sum(q.get("messages") or 0 for q in queues or ()), "queue", True)]
 
     async def all_consumers(self, names):
         try:
-            readings = await self._readings()
+            readings = await (self._amqp_readings() if self._queues is None else self._readings())
         except ManagementError as error:
             return {self.vhost: ReadError(str(error))}
         return {self.vhost: readings}
+
+    async def _amqp_readings(self):
+        """Without the management API: the queues sampled before, each by a passive declare,
+        which gives ready messages and consumers only; each reading says so."""
+        known = await database_sync_to_async(_known_queues)(self.broker_id, self.vhost)
+        readings = []
+        for name, config in known:
+            try:
+                channel = await self.connection.channel()  # a refused declare closes its channel
+                try:
+                    declared = await channel.declare_queue(name, passive=True)
+                finally:
+                    if not channel.is_closed:
+                        await channel.close()
+            except Exception:  # noqa: BLE001 - gone (or unreachable): not in this round's readings
+                continue
+            result = declared.declaration_result
+            config = {**config, "instances": result.consumer_count, "source": "amqp",
+                      "note": f"management API unreachable ({self.amqp_only}): AMQP gives ready messages and "
+                              f"consumers only, no unacknowledged count, rates or utilisation"}
+            readings.append(ConsumerReading(
+                stream=self.vhost, name=name, created=None, config=config, pending=result.message_count,
+                ack_pending=0, redelivered=0, waiting=0, delivered_seq=0, delivered_consumer_seq=0,
+                ack_floor_seq=0, ack_floor_consumer_seq=0, last_active=None, delivered_active=None,
+                observer=name.endswith(TAP_SUFFIX)))
+        return readings
 
     async def _readings(self):
         bindings = await self.api.bindings(self.vhost)
@@ -104,6 +135,13 @@ def _idle_since(queue):
     """When the queue last saw activity (RabbitMQ writes `2026-11-30 15:20:01`, UTC)."""
     text = queue.get("idle_since") or ""
     return parse_time(text.replace(" ", "T", 1) + ("" if text.endswith("Z") or "+" in text else "Z"))
+
+
+def _known_queues(broker_id, vhost):
+    from collector.models import Consumer
+
+    return list(Consumer.objects.filter(broker_id=broker_id, stream=vhost, kind=KIND, gone_at__isnull=True)
+                .values_list("name", "config"))
 
 
 def _known_topics(broker_id):

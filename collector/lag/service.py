@@ -127,7 +127,7 @@ def make_samplers(collector):
         if adapter.kind == "nats":
             source = JetStreamSource(adapter.nc)
         elif adapter.kind == "rabbitmq":
-            source = RabbitSource(adapter.api, adapter.vhost, adapter.broker.id)
+            source = RabbitSource(adapter.api, adapter.vhost, adapter.broker.id, adapter.connection)
         else:
             continue
         samplers.append((adapter, Sampler(adapter.broker.id, source, collector.name)))

@@ -57,3 +57,28 @@ def test_the_default_vhost_s_queues_have_a_page_at_percent_2f(viewer_client):
     Consumer.objects.create(broker=broker, stream="/", name="mailer", kind="rabbitmq", first_seen=now, last_seen=now)
     page = viewer_client.get(f"/consumers/%2F/mailer/?broker={broker.name}")
     assert page.status_code == 200 and b"mailer" in page.content
+
+
+def test_without_the_management_api_a_known_queue_s_ready_count_comes_from_amqp_and_says_so(
+        vhost, run_collector, settings):
+    """The plugin went away: the queues sampled before are read by a passive declare."""
+    from django.utils import timezone
+
+    from collector.ingest.configuration import load_configuration
+    from tests.brokers.rabbit import free_port
+
+    LagSettings.objects.update_or_create(pk=1, defaults={"interval_seconds": 1})
+    run_async(declare(vhost, queues=[("billing", None, None, None)]))
+    settings.RABBITMQ_URL, settings.RABBITMQ_MANAGEMENT_URL = vhost, f"http://127.0.0.1:{free_port()}"
+    broker = rabbit_broker(vhost)
+    now = timezone.now()
+    Consumer.objects.create(broker=broker, stream=vhost.rsplit("/", 1)[1], name="billing", kind="rabbitmq",
+                            first_seen=now, last_seen=now, config={"topics": ["order.created"]})
+    running = run_collector(brokers=[load_configuration()[0], broker], installs=[lag.install])
+    wait_until(lambda: running.collector.taps.ready.get(broker.name), 30, "the RabbitMQ tap")
+    run_async(publish(vhost, [("", "billing", b"{}", None, None)] * 3))
+    billing = Consumer.objects.filter(broker=broker, name="billing")
+    wait_until(lambda: billing.filter(lag=3).exists(), 30, "billing's ready count from AMQP")
+    config = billing.get().config
+    assert config["source"] == "amqp" and "no unacknowledged count" in config["note"]
+    assert config["topics"] == ["order.created"]
