@@ -14,6 +14,8 @@ tap stores them, the queue receives through its bindings), `instances` (consumer
 ("load-balanced": one queue shared by its consumers; "broadcast": one queue per
 consumer bound to a fanout), and the raw `bindings`.
 """
+import logging
+
 from channels.db import database_sync_to_async
 
 from collector.brokers.rabbitmq import TAP_SUFFIX, subject_for
@@ -22,6 +24,7 @@ from collector.ingest.subjects import any_match
 from collector.lag.reading import ConsumerReading, ReadError, StreamReading, parse_time
 
 KIND = "rabbitmq"
+log = logging.getLogger("eventscope.lag")
 
 
 class RabbitSource:
@@ -66,7 +69,8 @@ class RabbitSource:
                 finally:
                     if not channel.is_closed:
                         await channel.close()
-            except Exception:  # noqa: BLE001 - gone (or unreachable): not in this round's readings
+            except Exception as error:  # noqa: BLE001 - gone (or unreachable): not in this round's readings
+                log.info("queue %s not read over AMQP: %s", name, error)
                 continue
             result = declared.declaration_result
             config = {**config, "instances": result.consumer_count, "source": "amqp",
