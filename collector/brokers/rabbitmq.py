@@ -91,13 +91,14 @@ def tap_name():
 
 
 class RabbitAdapter:
-    def __init__(self, url, deliver, management_url=None, max_bytes=TAP_MAX_BYTES, firehose=True):
+    def __init__(self, url, deliver, management_url=None, max_bytes=TAP_MAX_BYTES, firehose=True, configured=()):
         self.url = url
         self.deliver = deliver
         self.vhost = vhost_of(url)
         self.api = Management.for_broker(url, management_url)
         self.max_bytes = max_bytes
         self.want_firehose = firehose
+        self.configured = dict(configured)  # exchange -> type, from the admin, for when the API is away
         self.firehose = False
         self.connection = self.channel = self.queue = None
         self.streams = {}  # exchange name -> ExchangeState
@@ -216,7 +217,7 @@ class RabbitAdapter:
             self.counters["management_api"] = True
         except ManagementError:
             self.counters["management_api"] = False
-            return list(STANDARD.items()), {}, set()
+            return list({**STANDARD, **self.configured}.items()), {}, set()
         keys = {}
         for binding in bindings:
             if binding.get("destination") != tap_name():
@@ -366,4 +367,20 @@ def adapter_for(broker, deliver, pending_bytes):
 
     own = broker.url == settings.RABBITMQ_URL
     return RabbitAdapter(broker.url, deliver, settings.RABBITMQ_MANAGEMENT_URL if own else None,
-                         firehose=settings.RABBITMQ_FIREHOSE)
+                         firehose=settings.RABBITMQ_FIREHOSE, configured=configured_exchanges(broker.exchanges))
+
+
+def configured_exchanges(text):
+    """[(name, type)] from the admin's lines `name type` (type topic when left out); a line
+    of an unknown type is skipped with a warning."""
+    found = []
+    for line in (text or "").splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        kind = parts[1] if len(parts) > 1 else "topic"
+        if kind not in ("topic", "fanout", "direct", "headers"):
+            log.warning("exchange %s in the admin: type %r cannot be tapped; left out", parts[0], kind)
+            continue
+        found.append((parts[0], kind))
+    return found

@@ -10,6 +10,11 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.AddField(
+            model_name='broker',
+            name='exchanges',
+            field=models.TextField(blank=True, default='', help_text="RabbitMQ: exchanges to tap when the management API cannot list them, one 'name type' a line (type: topic, fanout, direct or headers)."),
+        ),
         migrations.AlterField(
             model_name='deadletter',
             name='reason',

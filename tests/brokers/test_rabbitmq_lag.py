@@ -6,7 +6,7 @@ import pytest
 
 from collector.deadletters import capture
 from collector.lag import service as lag
-from collector.models import Consumer, LagSample, LagSettings
+from collector.models import Consumer, Event, LagSample, LagSettings
 from tests.brokers.rabbit import api, declare, publish, rabbit_broker
 from tests.conftest import run_async, wait_until
 
@@ -59,18 +59,21 @@ def test_the_default_vhost_s_queues_have_a_page_at_percent_2f(viewer_client):
     assert page.status_code == 200 and b"mailer" in page.content
 
 
-def test_without_the_management_api_a_known_queue_s_ready_count_comes_from_amqp_and_says_so(
+def test_without_the_management_api_known_queues_and_configured_exchanges_are_used_and_it_says_so(
         vhost, run_collector, settings):
-    """The plugin went away: the queues sampled before are read by a passive declare."""
+    """The plugin went away: the queues sampled before are read by a passive declare, and the
+    tap binds the exchanges the admin lists."""
     from django.utils import timezone
 
     from collector.ingest.configuration import load_configuration
     from tests.brokers.rabbit import free_port
 
     LagSettings.objects.update_or_create(pk=1, defaults={"interval_seconds": 1})
-    run_async(declare(vhost, queues=[("billing", None, None, None)]))
+    run_async(declare(vhost, [("shop", "topic")], queues=[("billing", None, None, None)]))
     settings.RABBITMQ_URL, settings.RABBITMQ_MANAGEMENT_URL = vhost, f"http://127.0.0.1:{free_port()}"
     broker = rabbit_broker(vhost)
+    broker.exchanges = "shop topic\nodd x-delayed-message"
+    broker.save()
     now = timezone.now()
     Consumer.objects.create(broker=broker, stream=vhost.rsplit("/", 1)[1], name="billing", kind="rabbitmq",
                             first_seen=now, last_seen=now, config={"topics": ["order.created"]})
@@ -82,3 +85,5 @@ def test_without_the_management_api_a_known_queue_s_ready_count_comes_from_amqp_
     config = billing.get().config
     assert config["source"] == "amqp" and "no unacknowledged count" in config["note"]
     assert config["topics"] == ["order.created"]
+    run_async(publish(vhost, [("shop", "order.created", b"{}", None, None)]))
+    wait_until(lambda: Event.objects.filter(broker=broker, stream="shop").exists(), 20, "the configured exchange tapped")
