@@ -30,7 +30,7 @@ def test_the_tap_binds_every_exchange_type_and_stores_each_message_once(vhost, r
     marker = uuid.uuid4().hex
     run_async(publish(vhost, [
         ("shop", "order.created", b'{"id": 1}', {"ce-type": "order.created"}, {"message_id": marker}),
-        ("news", "", b"hello", None, {"content_type": "text/plain"}),
+        ("news", "", b"hello", None, {"content_type": "text/plain", "app_id": "newsroom", "type": "news.posted"}),
         ("mail", "send", b'{"to": "a@b"}', None, None),
         ("props", "ignored", b"h", {"kind": "x"}, None),
         ("", "mailer", b"direct to a queue", None, None),  # default exchange: not covered here
@@ -42,6 +42,9 @@ def test_the_tap_binds_every_exchange_type_and_stores_each_message_once(vhost, r
     order = stored.get(stream="shop")
     assert order.headers["amqp-message-id"] == marker
     assert order.headers["ce-type"] == "order.created"
+    news = stored.get(stream="news")  # AMQP properties decoded as the headers they stand for
+    assert (news.producer, news.type) == ("newsroom", "news.posted")
+    assert order.event_id == marker
     # The application's queues keep their messages: the tap took copies.
     wait_until(lambda: api("GET", f"/api/queues/{vhost.rsplit('/', 1)[1]}/mailer").get("messages") == 2, 15,
                "the mailer queue to hold its two messages")
