@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import aio_pika
-from aiormq.exceptions import AMQPError
 
 from collector.brokers import RawMessage
 from collector.brokers.rabbitmq_api import Management, ManagementError, vhost_of
@@ -203,7 +202,9 @@ class RabbitAdapter:
                 if await self._tap_deleted():
                     continue
                 await self._discover(bind=not self.firehose)
-            except (AMQPError, ManagementError, aio_pika.exceptions.AMQPException, ConnectionError) as error:
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - a reconnect in progress, an API hiccup: the next round tries again
                 log.warning("RabbitMQ exchange discovery failed: %s", error)
 
     async def _exchanges(self):
@@ -271,6 +272,18 @@ class RabbitAdapter:
         return ExchangeState(name, kind, True, "bound")
 
     async def _consume(self):
+        """Read the tap until cancelled; a consumer the broker ended (the channel closed for
+        good) is started again after a pause, never left dead."""
+        while True:
+            try:
+                await self._read_tap()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - logged; unacked messages come again
+                log.error("RabbitMQ tap consumer stopped (%s); starting it again in 1 s", error)
+            await asyncio.sleep(1.0)
+
+    async def _read_tap(self):
         async with self.queue.iterator() as messages:
             async for message in messages:
                 now = datetime.now(UTC)
@@ -344,18 +357,12 @@ class RabbitAdapter:
             self.counters["ack_failures"] += 1
 
     async def close(self):
-        if self._consumer is not None:
-            self._consumer.cancel()
-        for task in self._tasks:
+        tasks = [task for task in (self._consumer, *self._tasks) if task is not None]
+        for task in tasks:
             task.cancel()
-        self._tasks = []
-        self._consumer = None
-        # Acks go out as one `multiple` ack up to the highest delivery tag below which every
-        # message is committed (batches may commit out of order): on a quorum queue that
-        # reads about three times as fast as one ack per message.
-        self._ack_channel = None  # the channel the tags below belong to
-        self._delivered = deque()  # delivery tags in delivery order, not yet acked
-        self._settled = set()  # tags committed, waiting for the ones before them
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
+        self._tasks, self._consumer, self._ack_channel = [], None, None
         if self.connection is not None:
             await self.connection.close()
             self.connection = None
