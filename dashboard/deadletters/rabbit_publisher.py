@@ -85,8 +85,8 @@ class RabbitPublisher:
         except DeliveryError as error:
             return failed(f"refused by RabbitMQ (nack): {error}")
         except Exception as error:  # noqa: BLE001 - written, maybe routed: no confirm
-            return ("uncertain", "", None, f"no confirm from RabbitMQ ({error or type(error).__name__}): "
-                                           f"it may or may not have been published")
+            why = f"no confirm from RabbitMQ ({error or type(error).__name__}): it may or may not have been published"
+            return ("uncertain", "", None, why)
         return ("sent", exchange or DEFAULT_EXCHANGE, None, "")
 
     async def settle(self, url, messages):
