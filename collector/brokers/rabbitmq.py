@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import aio_pika
+from aiormq.exceptions import ChannelPreconditionFailed
 
 from collector.brokers import RawMessage
 from collector.brokers.rabbitmq_api import Management, ManagementError, vhost_of
@@ -90,18 +91,19 @@ def tap_name():
 
 
 class RabbitAdapter:
-    def __init__(self, url, deliver, management_url=None, max_bytes=TAP_MAX_BYTES, firehose=True, configured=()):
+    def __init__(self, url, deliver, management_url=None, max_bytes=None, firehose=True, configured=()):
         self.url = url
         self.deliver = deliver
         self.vhost = vhost_of(url)
         self.api = Management.for_broker(url, management_url)
-        self.max_bytes = max_bytes
+        self.max_bytes = max_bytes or TAP_MAX_BYTES
         self.want_firehose = firehose
         self.configured = dict(configured)  # exchange -> type, from the admin, for when the API is away
         self.firehose = False
         self.connection = self.channel = self.queue = None
         self.streams = {}  # exchange name -> ExchangeState
         self.kinds = {}  # exchange name -> type, for the topic of each message
+        self.dead_bound = set()  # dead-letter exchanges bound beside the firehose
         self.counters = {"reconnects": 0, "ack_failures": 0, "header_errors": 0, "firehose": False,
                          "management_api": False}
         self._tasks = []
@@ -137,8 +139,16 @@ class RabbitAdapter:
         self._tasks.append(asyncio.create_task(self._rediscover()))
 
     async def _declare_tap(self):
-        self.queue = await self.channel.declare_queue(tap_name(), durable=True, arguments={
-            "x-queue-type": "quorum", "x-max-length-bytes": self.max_bytes, "x-overflow": "drop-head"})
+        try:
+            self.queue = await self.channel.declare_queue(tap_name(), durable=True, arguments={
+                "x-queue-type": "quorum", "x-max-length-bytes": self.max_bytes, "x-overflow": "drop-head"})
+        except ChannelPreconditionFailed as error:
+            # It exists with other arguments (an older bound, or one an operator set): keep
+            # it as it is rather than never starting. The refusal closed the channel.
+            log.warning("RabbitMQ tap queue %s kept with its own arguments: %s", tap_name(), error)
+            self.channel = await self.connection.channel()
+            await self.channel.set_qos(prefetch_count=self.prefetch)
+            self.queue = await self.channel.declare_queue(tap_name(), passive=True)
         self.firehose, self.streams = False, {}
         await self._feed()
         self._consumer = asyncio.create_task(self._consume())
@@ -147,16 +157,23 @@ class RabbitAdapter:
         """Someone deleted the tap queue (the broker cancels our consumer): declare and
         feed it again. What was published meanwhile went to no queue of ours: a gap."""
         try:
-            await self.api.queue(self.vhost, tap_name())
+            found = await self.api.queue(self.vhost, tap_name())
+            # How full the tap is: past its bound the oldest copies are dropped (a gap).
+            held = int(found.get("message_bytes") or 0)
+            self.counters["tap_bytes"], self.counters["tap_limit"] = held, self.max_bytes
+            if held >= self.max_bytes * 0.9 and not self.counters.get("tap_full"):
+                log.error("RabbitMQ tap queue %s holds %d of its %d bytes: past them the oldest copies are "
+                          "dropped", tap_name(), held, self.max_bytes)
+            self.counters["tap_full"] = held >= self.max_bytes * 0.9
             return False
         except ManagementError as error:
             if "HTTP 404" not in str(error):
                 return False
-        self.counters["tap_redeclared"] = self.counters.get("tap_redeclared", 0) + 1
         log.error("RabbitMQ tap queue %s was deleted; declaring it again (messages published meanwhile are "
                   "not stored)", tap_name())
         self._consumer.cancel()
         await self._declare_tap()
+        self.counters["tap_redeclared"] = self.counters.get("tap_redeclared", 0) + 1  # and fed again
         return True
 
     async def _feed(self):
@@ -254,6 +271,8 @@ class RabbitAdapter:
             self.streams[label] = await self._bind(name, kind, wanted, state)
             if name in dead:
                 self.streams[label].note = "dead-letter exchange: " + self.streams[label].note
+                if self.firehose:
+                    self.dead_bound.add(label)
 
     async def _bind(self, name, kind, keys, state):
         if kind == "topic":
@@ -288,9 +307,11 @@ class RabbitAdapter:
             async for message in messages:
                 now = datetime.now(UTC)
                 token = self._delivered_on(message)
-                if self.firehose and message.exchange != TRACE_EXCHANGE and "x-death" not in (message.headers or {}):
+                if (self.firehose and message.exchange in self.dead_bound
+                        and "x-death" not in (message.headers or {})):
                     # Bound to a dead-letter exchange beside the firehose: a client's own
-                    # publish there is stored from the firehose's copy.
+                    # publish there is stored from the firehose's copy. (Copies the tap took
+                    # through bindings before the firehose was on are stored as they come.)
                     self.counters["firehose_copies"] = self.counters.get("firehose_copies", 0) + 1
                     await self._settle([token])
                     continue

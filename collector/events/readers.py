@@ -335,6 +335,8 @@ def exchange_coverage():
             found[name] = {
                 "name": name, "firehose": bool(counters.get("firehose")),
                 "management_api": bool(counters.get("management_api")),
+                "tap_full": bool(counters.get("tap_full")), "tap_bytes": counters.get("tap_bytes"),
+                "tap_limit": counters.get("tap_limit"),
                 "covered": sorted(n for n, state in streams.items() if state.get("observed")),
                 "uncovered": sorted((n, state.get("note", "")) for n, state in streams.items()
                                     if not state.get("observed")),

@@ -78,3 +78,42 @@ def test_a_deleted_tap_queue_is_declared_again_and_capture_goes_on(vhost, run_co
     run_async(publish(vhost, [("orders", "order.after", b"{}", None, {"message_id": "after-1"})]))
     wait_until(lambda: Event.objects.filter(broker=broker, subject="order.after").exists(), 20,
                "capture after the deletion")
+
+
+def test_a_tap_queue_past_its_bound_drops_its_oldest_copies_and_the_collector_reports_it(
+        vhost, run_collector, monkeypatch):
+    """The collector was away: its tap kept only what its bound holds (a gap in what is
+    stored), and the collector reports how full the tap is."""
+    import aio_pika
+
+    from collector.brokers import rabbitmq
+    from collector.ingest.configuration import load_configuration
+
+    monkeypatch.setattr(rabbitmq, "TAP_MAX_BYTES", 20_000)
+    monkeypatch.setattr(rabbitmq, "DISCOVERY_SECONDS", 0.5)
+
+    async def tap_left_behind():
+        # As a collector that stopped would leave it: bound to the exchange, nobody reading.
+        connection = await aio_pika.connect(vhost)
+        async with connection:
+            channel = await connection.channel()
+            exchange = await channel.declare_exchange("orders", "topic", durable=True)
+            tap = await channel.declare_queue("eventscope.tap", durable=True, arguments={
+                "x-queue-type": "quorum", "x-max-length-bytes": 20_000, "x-overflow": "drop-head"})
+            await tap.bind(exchange, "#")
+
+    run_async(tap_left_behind())
+    run_async(publish(vhost, [("orders", "order.created", b"x" * 1000, None, {"message_id": f"m-{n}"})
+                              for n in range(60)]))
+    name = vhost.rsplit("/", 1)[1]
+    wait_until(lambda: (api("GET", f"/api/queues/{name}/eventscope.tap").get("message_bytes") or 0) >= 18_000, 20,
+               "the tap at its bound")
+    broker = rabbit_broker(vhost)
+    running = run_collector(brokers=[load_configuration()[0], broker])
+    adapter = running.collector.taps.adapter_named(broker.name)
+    wait_until(lambda: running.collector.taps.ready.get(broker.name), 30, "the RabbitMQ tap")
+    stored = Event.objects.filter(broker=broker)
+    wait_until(lambda: stored.count() >= 15, 30, "what the tap kept")
+    assert stored.count() < 60 and stored.filter(headers__contains={"amqp-message-id": "m-59"}).exists()
+    assert not stored.filter(headers__contains={"amqp-message-id": "m-0"}).exists()  # dropped: the gap
+    wait_until(lambda: adapter.counters.get("tap_limit") == 20_000, 10, "the tap's fill reported")
