@@ -76,3 +76,18 @@ def test_the_firehose_sees_the_default_exchange_and_is_turned_on_by_the_collecto
     # Copies only: the application's queue keeps its job.
     wait_until(lambda: api("GET", f"/api/queues/{name}/work").get("messages") == 1, 15, "the work queue's job")
     assert stored.count() == 2
+
+
+def test_unit_the_topics_page_says_when_a_rabbitmq_tap_is_full_and_drops(viewer_client):
+    """Unit test (a heartbeat as the collector writes it): a full tap is shown as a gap."""
+    from django.utils import timezone
+
+    from collector.models import CollectorHeartbeat
+
+    now = timezone.now()
+    CollectorHeartbeat.objects.create(name="c1", started=now, beat=now, counters={"brokers": {"rabbit": {
+        "kind": "rabbitmq", "ready": True, "streams": {"shop": {"observed": True, "retention": "topic", "note": "bound"}},
+        "counters": {"firehose": False, "management_api": True, "tap_full": True, "tap_bytes": 536_000_000,
+                     "tap_limit": 536_870_912}}}})
+    page = viewer_client.get("/topics/").content.decode()
+    assert "bound to 1 exchange" in page and "The tap queue is full" in page and "oldest copies are being dropped" in page
