@@ -24,7 +24,7 @@ class BrokerForm(forms.ModelForm):
 
     class Meta:
         model = Broker
-        fields = ["name", "kind", "url", "enabled"]
+        fields = ["name", "kind", "url", "enabled", "exchanges"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -50,9 +50,10 @@ class BrokerAdmin(admin.ModelAdmin):
         return ["from_env"]
 
     def get_fields(self, request, obj=None):
+        # A RabbitMQ broker's exchange list stays editable: it is runtime configuration.
         if obj is not None and obj.from_env:
-            return ["name", "kind", "display_url", "enabled", "from_env"]
-        return ["name", "kind", "url", "enabled", "from_env"]
+            return ["name", "kind", "display_url", "enabled", "exchanges", "from_env"]
+        return ["name", "kind", "url", "enabled", "exchanges", "from_env"]
 
     def has_delete_permission(self, request, obj=None):
         return super().has_delete_permission(request, obj) and not (obj and obj.from_env)

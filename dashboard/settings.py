@@ -67,6 +67,12 @@ if KAFKA_SECURITY_PROTOCOL.startswith("SASL_") and not (KAFKA_SASL_USERNAME and 
 
     raise ConfigError(f"KAFKA_SECURITY_PROTOCOL={KAFKA_SECURITY_PROTOCOL} needs KAFKA_SASL_USERNAME and "
                       "KAFKA_SASL_PASSWORD")
+# Its management API (queue lag, exchange discovery, the firehose); unset: the AMQP host on port
+# 15672 with the AMQP credentials.
+RABBITMQ_MANAGEMENT_URL = env_url("RABBITMQ_MANAGEMENT_URL", None, ("http", "https"))
+# The tap is fed by the firehose where the management API can turn it on (it costs the broker
+# a copy of each publish); false: bindings to each exchange only.
+RABBITMQ_FIREHOSE = env_bool("RABBITMQ_FIREHOSE", True)
 
 EVENTSCOPE_HTTP_PORT = env_port("EVENTSCOPE_HTTP_PORT", 8000)
 EVENTSCOPE_METRICS_PORT = env_int("EVENTSCOPE_METRICS_PORT", 9464, minimum=0, maximum=65535)  # 0: off

@@ -46,6 +46,8 @@ class DemoConfig:
     nats_url: str = field(default_factory=lambda: env_str("NATS_URL", "nats://127.0.0.1:4222"))
     # Set: payments also travel a Kafka topic to a loyalty consumer group (demo/kafka_leg.py).
     kafka_bootstrap: str = field(default_factory=lambda: env_str("KAFKA_BOOTSTRAP_SERVERS", "").removeprefix("kafka://"))
+    # Set: the mail also runs over RabbitMQ (demo/rabbit.py), so both brokers show on every page.
+    rabbitmq_url: str = field(default_factory=lambda: env_str("RABBITMQ_URL", ""), repr=False)
     rate: float = 2.0  # mean orders per second
     fail_fraction: float = 0.1
     slow_delay: float = 0.5  # seconds the inventory spends on each order

@@ -51,6 +51,7 @@ class DemoStats:
     orders: int = 0  # orders placed
     drained: bool = False
     elapsed: float = 0.0
+    rabbitmq: dict = field(default_factory=dict)  # the mail over RabbitMQ: relayed, sent, bounced, audited
 
 
 def expected_orders(config, seconds):
@@ -290,6 +291,7 @@ async def run(config: DemoConfig, stop: asyncio.Event | None = None) -> DemoStat
     stop = stop or asyncio.Event()
     shop = Shop(config)
     orders, others = shop.build_services()
+    rabbit = None
     started = time.monotonic()
     with signals_set(stop) if own_stop else contextlib.nullcontext():
         try:
@@ -297,6 +299,11 @@ async def run(config: DemoConfig, stop: asyncio.Event | None = None) -> DemoStat
             # Consumers first, so the first orders find every subscriber in place.
             for service in others + orders:
                 await service.start()
+            if config.rabbitmq_url:
+                from demo.rabbit import RabbitPart
+
+                rabbit = RabbitPart(shop, config.rabbitmq_url)
+                await rabbit.start()
             formats = ",".join(config.formats)
             log.info("shop open on %s: %d order instances, formats %s", redact_url(config.nats_url), len(orders), formats)
             await shop.take_orders(orders, stop)
@@ -304,6 +311,9 @@ async def run(config: DemoConfig, stop: asyncio.Event | None = None) -> DemoStat
             if not stop.is_set():
                 shop.stats.drained = await shop.drain(stop)
         finally:
+            if rabbit is not None:
+                await rabbit.close()
+                shop.stats.rabbitmq = dict(rabbit.counts)
             await shop.close(orders + others)
     shop.stats.elapsed = time.monotonic() - started
     shop.log_status()

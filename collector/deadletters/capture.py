@@ -6,6 +6,8 @@ once (`key` is unique):
 - A service sends it to a DLQ subject by convention (`orders.dlq`, `dlq.orders`,
   `orders.deadletter`): the collector stores it like any message, and the `on_commit`
   hook records it as a dead letter linked to that stored event.
+- A RabbitMQ queue dead-letters it through its dead-letter exchange: the tap stores the
+  copy with its `x-death` header, and the same hook records it (`rabbitmq.py`).
 """
 import asyncio
 import json
@@ -20,6 +22,7 @@ from nats.js.errors import NotFoundError
 from collector.brokers.nats import OBSERVER
 from collector.db import is_outage
 from collector.deadletters import follow as following
+from collector.deadletters import rabbitmq as amqp
 from collector.deadletters.rules import RETRY_ATTEMPT, RETRY_OF, DlqRules
 
 log = logging.getLogger("eventscope.deadletters")
@@ -55,9 +58,12 @@ async def on_commit(collector, rows):
     rules = getattr(collector, "dlq_rules", None)
     if rules is None:
         rules = collector.dlq_rules = await database_sync_to_async(DlqRules.load)()
-    candidates = [row for row in rows if rules.original_topic(row.subject) is not None]
+    dead = [row for row in rows if amqp.is_dead_letter(row)]
+    candidates = [row for row in rows if rules.original_topic(row.subject) is not None and not amqp.is_dead_letter(row)]
     if candidates:
         await _until_stored(collector, database_sync_to_async(_store_dlq_rows), rules, candidates)
+    if dead:
+        await _until_stored(collector, database_sync_to_async(_store_amqp_rows), dead)
 
 
 def _kafka_brokers(collector):
@@ -105,26 +111,32 @@ async def _until_stored(collector, store, *args):
 
 def _store_dlq_rows(rules, rows):
     ids = _event_ids(rows)
-    letters = [rules.letter_for(row, ids.get((row.stream, row.seq, row.ts))) for row in rows]
+    letters = [rules.letter_for(row, ids.get((row.broker_id, row.stream, row.seq, row.ts))) for row in rows]
+    return store_letters([letter for letter in letters if letter is not None])
+
+
+def _store_amqp_rows(rows):
+    ids = _event_ids(rows)
+    letters = [amqp.letter_for(row, ids.get((row.broker_id, row.stream, row.seq, row.ts))) for row in rows]
     return store_letters([letter for letter in letters if letter is not None])
 
 
 def _event_ids(rows):
-    """Event ids of committed rows, by (stream, seq, ts): the events table is partitioned
-    on ts, so the time keeps the lookup to one partition."""
+    """Event ids of committed rows, by (broker, stream, seq, ts): the events table is
+    partitioned on ts, so the time keeps the lookup to one partition. A batch may hold
+    rows of several brokers."""
     from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT e.id, e.stream, e.seq, e.ts FROM collector_event e
-            JOIN unnest(%s::text[], %s::int8[], %s::timestamptz[]) AS k(stream, seq, ts)
-              ON e.stream = k.stream AND e.seq = k.seq AND e.ts = k.ts
-            WHERE e.broker_id = %s
+            SELECT e.id, e.broker_id, e.stream, e.seq, e.ts FROM collector_event e
+            JOIN unnest(%s::int8[], %s::text[], %s::int8[], %s::timestamptz[]) AS k(broker_id, stream, seq, ts)
+              ON e.broker_id = k.broker_id AND e.stream = k.stream AND e.seq = k.seq AND e.ts = k.ts
             """,
-            [[r.stream for r in rows], [r.seq for r in rows], [r.ts for r in rows], rows[0].broker_id],
+            [[r.broker_id for r in rows], [r.stream for r in rows], [r.seq for r in rows], [r.ts for r in rows]],
         )
-        return {(stream, seq, ts): ident for ident, stream, seq, ts in cursor.fetchall()}
+        return {(broker, stream, seq, ts): ident for ident, broker, stream, seq, ts in cursor.fetchall()}
 
 
 def store_letters(letters):

@@ -17,13 +17,16 @@ class Rules:
     version_headers: tuple[str, ...] = (
         "version", "event-version", "x-event-version", "Micro-Version", "schema-version", "x-schema-version",
     )
-    type_headers: tuple[str, ...] = ("type", "event-type", "x-event-type", "message-type", "Micro-Event-Type")
+    # amqp-*: AMQP message properties, as the RabbitMQ tap stores them.
+    type_headers: tuple[str, ...] = ("type", "event-type", "x-event-type", "message-type", "Micro-Event-Type",
+                                     "amqp-type")
     producer_headers: tuple[str, ...] = (
-        "Micro-From-Service", "producer", "service", "x-service", "x-producer", "app-id",
+        "Micro-From-Service", "producer", "service", "x-service", "x-producer", "app-id", "amqp-app-id",
     )
     key_headers: tuple[str, ...] = ("key", "message-key", "partition-key", "partitionkey", "x-message-key")
     # Nats-Msg-Id is a deduplication id; producers usually set it to the event id, so it comes last.
-    id_headers: tuple[str, ...] = ("Micro-Id", "event-id", "x-event-id", "message-id", "id", "Nats-Msg-Id")
+    id_headers: tuple[str, ...] = ("Micro-Id", "event-id", "x-event-id", "message-id", "id", "amqp-message-id",
+                                   "Nats-Msg-Id")
     schema_headers: tuple[str, ...] = ("dataschema", "schema", "x-schema", "schema-url")
     payload_type_fields: tuple[str, ...] = ("type", "event_type", "eventType")
     payload_version_fields: tuple[str, ...] = (

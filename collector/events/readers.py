@@ -323,6 +323,27 @@ def neighbours(event_):
     return older, newer
 
 
+def exchange_coverage():
+    """What the RabbitMQ taps cover, as the collectors' heartbeats report them: per broker,
+    whether the firehose feeds it, and the exchanges not covered with the reason."""
+    found = {}
+    for beat in CollectorHeartbeat.objects.order_by("-beat")[:5]:
+        for name, entry in (beat.counters or {}).get("brokers", {}).items():
+            if entry.get("kind") != "rabbitmq" or name in found:
+                continue
+            counters, streams = entry.get("counters") or {}, entry.get("streams") or {}
+            found[name] = {
+                "name": name, "firehose": bool(counters.get("firehose")),
+                "management_api": bool(counters.get("management_api")),
+                "tap_full": bool(counters.get("tap_full")), "tap_bytes": counters.get("tap_bytes"),
+                "tap_limit": counters.get("tap_limit"),
+                "covered": sorted(n for n, state in streams.items() if state.get("observed")),
+                "uncovered": sorted((n, state.get("note", "")) for n, state in streams.items()
+                                    if not state.get("observed")),
+            }
+    return [found[name] for name in sorted(found)]
+
+
 def stream_notes():
     """Streams the collector captures differently (WorkQueue streams come from the core
     tap), as its heartbeats report them."""

@@ -119,7 +119,7 @@ async def notify(conn, broker, crossings):
 
 async def sample_lag(collector, stop):
     """The collector extension: a round every interval over every broker it taps that has a
-    lag source (JetStream, Kafka), while this collector holds the lock."""
+    lag source (JetStream, RabbitMQ, Kafka), while this collector holds the lock."""
     link = SamplerLink()
     samplers = {}  # broker id -> Sampler
     next_prune = time.monotonic() + 60
@@ -194,15 +194,22 @@ async def _closed(sampler):
     return None
 
 
-SOURCES = ("nats", "kafka")
+SOURCES = ("nats", "rabbitmq", "kafka")
 
 
 def source_for(adapter):
-    """The sampler's source for a broker adapter."""
-    if getattr(adapter, "kind", "nats") == "kafka":
+    """The sampler's source for a broker adapter: JetStream consumers of a NATS broker,
+    queues of a RabbitMQ broker (`collector.lag.rabbitmq`), consumer groups of a Kafka
+    cluster (`collector.lag.kafka`)."""
+    kind = getattr(adapter, "kind", "nats")
+    if kind == "kafka":
         from collector.lag.kafka import KafkaSource
 
         return KafkaSource(adapter)
+    if kind == "rabbitmq":
+        from collector.lag.rabbitmq import RabbitSource
+
+        return RabbitSource(adapter.api, adapter.vhost, adapter.broker.id, adapter.connection)
     return JetStreamSource(adapter.nc)
 
 

@@ -17,6 +17,11 @@ class Broker(models.Model):
     kind = models.CharField(max_length=16, choices=KINDS, default="nats")
     url = models.CharField(max_length=500, help_text="Connection URL; a password in it is never shown back.")
     enabled = models.BooleanField(default=True)
+    exchanges = models.TextField(
+        blank=True, default="",
+        help_text="RabbitMQ: exchanges to tap when the management API cannot list them, one 'name type' a line "
+                  "(type: topic, fanout, direct or headers).",
+    )
     from_env = models.BooleanField(default=False, editable=False)
     created = models.DateTimeField(auto_now_add=True)
 

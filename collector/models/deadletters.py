@@ -59,6 +59,8 @@ class DeadLetter(models.Model):
         REJECTED = "rejected", "rejected by consumer"
         DECODE_FAILURE = "decode_failure", "decode failure"
         DLQ_SUBJECT = "dlq_subject", "sent to a DLQ subject"
+        EXPIRED = "expired", "expired (message or queue TTL)"
+        MAXLEN = "maxlen", "dropped by a queue length limit"
 
     class Status(models.TextChoices):
         NEW = "new", "new"

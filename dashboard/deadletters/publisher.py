@@ -1,4 +1,5 @@
-"""Republishing dead letters to JetStream, and finding out whether an attempt that may
+"""Republishing dead letters to JetStream (RabbitMQ ones: `rabbit_publisher`, which
+`Publisher` hands amqp URLs to), and finding out whether an attempt that may
 already have been sent is on the stream (for the Celery tasks in `tasks.py` only).
 
 `Nats-Msg-Id` makes JetStream drop a second copy only within the stream's
@@ -91,17 +92,35 @@ class Publisher:
         self.ack_timeout = timeout if ack_timeout is None else ack_timeout
         self.loop = asyncio.new_event_loop()
         self.connections = {}
+        self.rabbit = None
+
+    def _rabbit(self, url):
+        if not url.startswith(("amqp://", "amqps://")):
+            return None
+        if self.rabbit is None:
+            from dashboard.deadletters.rabbit_publisher import RabbitPublisher
+
+            self.rabbit = RabbitPublisher(self.loop, self.timeout)
+        return self.rabbit
 
     def publish(self, url, messages):
         """First sends: [(outcome, stream, seq, error)], outcome "uncertain" when the message
         may have been stored without our hearing of it."""
+        rabbit = self._rabbit(url)
+        if rabbit is not None:
+            return self.loop.run_until_complete(rabbit.first_sends(url, messages))
         return self.loop.run_until_complete(self._first_sends(url, messages))
 
     def settle(self, url, messages):
         """Messages that may already be on the stream, by the rule above. Never "uncertain"."""
+        rabbit = self._rabbit(url)
+        if rabbit is not None:
+            return self.loop.run_until_complete(rabbit.settle(url, messages))
         return self.loop.run_until_complete(self._settle(url, messages))
 
     def close(self):
+        if self.rabbit is not None:
+            self.loop.run_until_complete(self.rabbit.close())
         for nc in self.connections.values():
             try:
                 self.loop.run_until_complete(nc.close())

@@ -38,6 +38,7 @@ def topic_list(request):
         next_query = _query(request, after=rows[-1]["name"])
     return render(request, "events/topics.html", {"topics": rows, "more": more, "sort": sort, "query": query,
                                            "stream_notes": readers.stream_notes(),
+                                           "exchange_coverage": readers.exchange_coverage(),
                                            "next_query": next_query, "sorts": list(readers.TOPIC_SORTS)})
 
 

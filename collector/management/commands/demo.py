@@ -11,7 +11,7 @@ import demo
 
 
 class Command(BaseCommand):
-    help = "Run the demo shop: real event traffic, spans, lag, versions and dead letters on NATS."
+    help = "Run the demo shop: real event traffic, spans, lag, versions and dead letters on NATS (and RabbitMQ when RABBITMQ_URL is set)."
 
     def add_arguments(self, parser):
         demo.add_arguments(parser)
@@ -20,6 +20,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         options = dict(options)
         options["nats_url"] = options.get("nats_url") or settings.NATS_URL
+        options["rabbitmq_url"] = settings.RABBITMQ_URL or ""
         heartbeat = options.pop("heartbeat_file", None)
         config = demo.config_from_options(options)
         stats = asyncio.run(self.main(config, heartbeat))
