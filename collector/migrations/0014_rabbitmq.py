@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('collector', '0011_live'),
+        ('collector', '0013_versions'),
     ]
 
     operations = [
