@@ -15,4 +15,5 @@ urlpatterns = [
     path("", include("dashboard.lag.urls")),
     path("", include("dashboard.audit.urls")),
     path("", include("dashboard.live.urls")),
+    path("", include("dashboard.topology.urls")),
 ]

@@ -1,0 +1,317 @@
+"""The observed service graph of a window, shared by `/api/topology`, the pages and the
+Jaeger dependencies. Built from rollups only (see `collector.topology.sources`).
+
+Nodes: `service:<name>`, `topic:<name>`, `group:<broker>/<stream>/<consumer>`. Edges:
+`publish` (service -> topic), `consume` (topic -> group, or topic -> service when only a
+consumer span saw it), `member` (group -> the service behind it) and `call` (service ->
+service). Each node and edge lists the `sources` that saw it: `events`, `consumers`,
+`spans`, `registrations`.
+
+A consumer group's service is its durable / queue-group / group name (the Go Micro
+convention) unless consumer spans naming the group (or, without a group name, reading its
+topic under the conventional name) say which service processes it: `service_from` tells
+which (`name` or `spans`).
+"""
+import re
+from collections import defaultdict, deque
+
+from collector.models.topology import TopologySettings
+from collector.topology import sources
+from collector.topology.consumers import group_of, routing_of
+from collector.traces.readers import percentile
+
+
+def namespace(name, pattern=""):
+    """The namespace a service is collapsed into: the first group of the admin's pattern,
+    else the part before the last dot (`go.micro.srv.order` -> `go.micro.srv`), else the name."""
+    if pattern:
+        try:
+            match = re.search(pattern, name)
+        except re.error:
+            match = None
+        if match:
+            return match.group(1) if match.groups() else match.group(0)
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
+def health(errors, count, thresholds):
+    if not count:
+        return "idle"
+    share = errors / count
+    if share > thresholds.bad_error_rate:
+        return "bad"
+    if share > thresholds.warn_error_rate:
+        return "warn"
+    return "ok"
+
+
+_RANK = {"idle": 0, "ok": 1, "warn": 2, "bad": 3}
+_STATUS_HEALTH = {"lagging": "warn", "growing": "warn", "stalled": "bad"}
+
+
+def worst(*values):
+    return max(values, key=lambda v: _RANK.get(v, 0))
+
+
+class _Graph:
+    def __init__(self, seconds, settings):
+        self.seconds = max(seconds, 1.0)
+        self.settings = settings
+        self.nodes, self.edges = {}, {}
+
+    def node(self, type_, name, **extra):
+        ident = f"{type_}:{name}" if type_ != "group" else extra.pop("ident")
+        node = self.nodes.get(ident)
+        if node is None:
+            node = self.nodes[ident] = {"id": ident, "type": type_, "name": name, "sources": set(), "brokers": set(),
+                                        "messages": 0, "errors": 0}
+            if type_ == "service":
+                node.update(namespace=namespace(name, self.settings.namespace_pattern), instances=None,
+                            instances_from=None, versions=set(), spans=0, span_errors=0)
+        node.update(extra)
+        return node
+
+    def edge(self, kind, source, target, **extra):
+        ident = f"{kind}:{source}->{target}"
+        edge = self.edges.get(ident)
+        if edge is None:
+            edge = self.edges[ident] = {"id": ident, "kind": kind, "source": source, "target": target,
+                                        "sources": set(), "messages": 0, "bytes": 0, "errors": 0, "dead_letters": 0,
+                                        "span_count": 0, "histogram": None}
+        edge.update(extra)
+        return edge
+
+
+def _add_spans(edge, count, errors, histogram):
+    edge["sources"].add("spans")
+    edge["span_count"] += count
+    edge["errors"] += errors
+    edge["histogram"] = histogram if edge["histogram"] is None else [a + b for a, b in zip(edge["histogram"], histogram)]
+
+
+def build(start, end, settings=None):
+    """(nodes {id: node}, edges {id: edge}) of the window [start, end)."""
+    settings = settings or TopologySettings.load()
+    g = _Graph((end - start).total_seconds(), settings)
+    brokers = sources.brokers()
+    topic_messages = defaultdict(int)
+
+    # Producers of stored events.
+    for broker_id, subject, producer, type_, version, count, size, errors in sources.published(start, end):
+        broker = brokers.get(broker_id, ("?", "?"))[0]
+        topic = g.node("topic", subject)
+        topic["sources"].add("events")
+        topic["brokers"].add(broker)
+        topic["messages"] += count
+        topic["errors"] += errors
+        topic_messages[subject] += count
+        if not producer:
+            continue
+        service = g.node("service", producer)
+        service["sources"].add("events")
+        service["messages"] += count
+        edge = g.edge("publish", service["id"], topic["id"])
+        edge["sources"].add("events")
+        edge["messages"] += count
+        edge["bytes"] += size
+        edge["errors"] += errors
+        edge.setdefault("types", {}).setdefault((type_ or "", version or ""), 0)
+        edge["types"][(type_ or "", version or "")] += count
+
+    # Consumer configuration from the lag sampler.
+    consumers = sources.consumers(start, end)
+    topics_of = sources.stream_topics({(c["broker"], c["stream"]) for c in consumers if "topics" not in c["config"]})
+    groups = [group_of(c, topics_of.get((c["broker"], c["stream"]), [])) for c in consumers]
+    dead = sources.dead_letters(start, end)
+    for group in groups:
+        node = g.node("group", group.name, ident=group.id, broker=group.broker, broker_kind=group.kind, stream=group.stream,
+                      service=group.service, service_from="name", instances=group.instances, lag=group.lag,
+                      status=group.status, gone_consumer=group.gone, topics=group.topics)
+        node["sources"].add("consumers")
+        node["brokers"].add(group.broker)
+        for name in group.topics:
+            topic = g.node("topic", name)
+            topic["sources"].add("consumers")
+            topic["brokers"].add(group.broker)
+            edge = g.edge("consume", topic["id"], group.id, lag=group.lag, status=group.status)
+            edge["sources"].add("consumers")
+            edge["messages"] = topic_messages.get(name, 0)
+            edge["dead_letters"] += dead.get((name, group.name), 0)
+        node["messages"] = sum(topic_messages.get(name, 0) for name in group.topics)
+
+    # Edges seen in spans.
+    spans_behind = defaultdict(set)  # group id -> services its consumer spans name
+    for kind, source, target, group_name, count, errors, _total, histogram in sources.span_edges(start, end):
+        if kind == "publish":
+            service, topic = g.node("service", source), g.node("topic", target)
+            service["sources"].add("spans")
+            topic["sources"].add("spans")
+            edge = g.edge("publish", service["id"], topic["id"])
+            _add_spans(edge, count, errors, histogram)
+        elif kind == "consume":
+            topic, service = g.node("topic", source), g.node("service", target)
+            topic["sources"].add("spans")
+            service["sources"].add("spans")
+            matched = [grp for grp in groups if source in grp.topics and (
+                (group_name and group_name in (grp.name, grp.service)) or (not group_name and grp.service == target))]
+            if matched:
+                for grp in matched:
+                    _add_spans(g.edges[f"consume:{topic['id']}->{grp.id}"], count, errors, histogram)
+                    spans_behind[grp.id].add(target)
+            else:
+                edge = g.edge("consume", topic["id"], service["id"], group=group_name)
+                _add_spans(edge, count, errors, histogram)
+                edge["messages"] = max(edge["messages"], topic_messages.get(source, 0))
+                edge["dead_letters"] += dead.get((source, group_name), 0) if group_name else 0
+        elif kind == "call":
+            caller, callee = g.node("service", source), g.node("service", target)
+            caller["sources"].add("spans")
+            callee["sources"].add("spans")
+            edge = g.edge("call", caller["id"], callee["id"])
+            _add_spans(edge, count, errors, histogram)
+            edge["messages"] += count
+
+    # Each group's service: its consumer spans where they name one, else its name.
+    for group in groups:
+        behind = sorted(spans_behind.get(group.id, ()))
+        node = g.nodes[group.id]
+        if behind:
+            node.update(service=", ".join(behind), service_from="spans")
+        for name in behind or [group.service]:
+            service = g.node("service", name)
+            service["sources"].add("spans" if behind else "consumers")
+            edge = g.edge("member", group.id, service["id"], service_from="spans" if behind else "name")
+            edge["sources"].add("spans" if behind else "consumers")
+            edge["messages"] = node["messages"]
+            if group.instances and not service["instances"]:
+                service.update(instances=group.instances, instances_from="consumers")
+
+    # Routing: shared within a group, or a copy for each of several groups.
+    readers_of = defaultdict(int)
+    for edge in g.edges.values():
+        if edge["kind"] == "consume":
+            readers_of[edge["source"]] += 1
+    by_id = {group.id: group for group in groups}
+    for edge in g.edges.values():
+        if edge["kind"] == "consume":
+            edge["groups_on_topic"] = readers_of[edge["source"]]
+            group = by_id.get(edge["target"])
+            edge["routing"] = routing_of(group, readers_of[edge["source"]]) if group else (
+                "broadcast" if readers_of[edge["source"]] > 1 else "single")
+            if group:
+                node = g.nodes[group.id]
+                node["routing"] = edge["routing"] if node.get("routing") in (None, "single") else node["routing"]
+
+    # Registrations: instances and versions.
+    for name, entry in sources.registrations(start, end).items():
+        service = g.node("service", name)
+        service["sources"].add("registrations")
+        service.update(instances=entry["instances"], instances_from="registrations")
+        service["versions"].update(entry["versions"])
+
+    _figures(g, sources.span_health(start, end))
+    return g.nodes, g.edges
+
+
+def _figures(g, span_health):
+    thresholds = g.settings
+    for edge in g.edges.values():
+        count = edge["messages"] or edge["span_count"]
+        edge["rate"] = count / g.seconds
+        edge["error_rate"] = (edge["errors"] / count) if count else 0.0
+        edge["dlq_rate"] = edge["dead_letters"] / g.seconds
+        histogram = edge.pop("histogram")
+        edge["p95_us"] = percentile(histogram, 0.95) if histogram else None
+        edge["health"] = worst(health(edge["errors"] + edge["dead_letters"], count, thresholds),
+                               _STATUS_HEALTH.get(edge.get("status"), "idle"))
+        edge["idle"] = count == 0
+        types = edge.pop("types", None)
+        if types:
+            edge["types"] = [{"type": t, "version": v, "count": n} for (t, v), n in sorted(types.items())]
+    for node in g.nodes.values():
+        if node["type"] == "service":
+            spans, errors = span_health.get(node["name"], (0, 0))
+            node.update(spans=spans, span_errors=errors)
+            node["health"] = health(errors, spans, thresholds)
+        elif node["type"] == "group":
+            node["health"] = worst(_STATUS_HEALTH.get(node["status"], "ok"), "ok" if node["messages"] else "idle")
+        else:
+            node["health"] = health(node["errors"], node["messages"], thresholds)
+        node["rate"] = node["messages"] / g.seconds
+    for edge in g.edges.values():
+        # A service's health takes the worst of the edges it publishes and consumes on.
+        for end in (edge["source"], edge["target"]):
+            node = g.nodes.get(end)
+            if node is not None and node["type"] == "service" and edge["health"] in ("warn", "bad"):
+                node["health"] = worst(node["health"], edge["health"])
+        if edge["kind"] == "member":
+            g.nodes[edge["target"]]["health"] = worst(g.nodes[edge["target"]]["health"], g.nodes[edge["source"]]["health"])
+    busy = {end for e in g.edges.values() if not e["idle"] for end in (e["source"], e["target"])}
+    for node in g.nodes.values():
+        node["idle"] = node["id"] not in busy and not node["messages"] and not node.get("spans")
+
+
+def _plain(item):
+    return {k: sorted(v) if isinstance(v, set) else v for k, v in item.items()}
+
+
+def graph(start, end, compare=True, settings=None):
+    """The graph of [start, end) as JSON-able {"nodes": [...], "edges": [...]}; with
+    `compare`, each node and edge has `change`: `new` (not in the window of the same length
+    just before), `gone` (only in that one, figures of then) or null."""
+    settings = settings or TopologySettings.load()
+    nodes, edges = build(start, end, settings)
+    if compare:
+        before_nodes, before_edges = build(start - (end - start), start, settings)
+        for current, before in ((nodes, before_nodes), (edges, before_edges)):
+            for ident, item in current.items():
+                item["change"] = None if ident in before else "new"
+            for ident, item in before.items():
+                if ident not in current:
+                    current[ident] = {**item, "change": "gone"}
+    return {"nodes": [_plain(n) for _, n in sorted(nodes.items())],
+            "edges": [_plain(e) for _, e in sorted(edges.items())]}
+
+
+def neighbourhood(data, node_id, hops=1):
+    """The part of `graph()`'s answer within `hops` edges of `node_id` (either direction)."""
+    around = defaultdict(set)
+    for edge in data["edges"]:
+        around[edge["source"]].add(edge["target"])
+        around[edge["target"]].add(edge["source"])
+    seen, queue = {node_id}, deque([(node_id, 0)])
+    while queue:
+        ident, depth = queue.popleft()
+        if depth == hops:
+            continue
+        for other in around[ident] - seen:
+            seen.add(other)
+            queue.append((other, depth + 1))
+    return {"nodes": [n for n in data["nodes"] if n["id"] in seen],
+            "edges": [e for e in data["edges"] if e["source"] in seen and e["target"] in seen]}
+
+
+def messaging_dependencies(start, end):
+    """[(producer service, consumer service, messages)] through topics, for the Jaeger
+    dependencies: each service publishing to a topic and each service behind a consumer of it."""
+    nodes, edges = build(start, end)
+    consumers_of = defaultdict(list)  # topic id -> [(service id, messages)]
+    members = defaultdict(list)
+    for edge in edges.values():
+        if edge["kind"] == "member":
+            members[edge["source"]].append(edge["target"])
+    for edge in edges.values():
+        if edge["kind"] != "consume":
+            continue
+        targets = members.get(edge["target"], [edge["target"]])
+        for target in targets:
+            if nodes.get(target, {}).get("type") == "service":
+                consumers_of[edge["source"]].append((target, edge["messages"] or edge["span_count"]))
+    links = defaultdict(int)
+    for edge in edges.values():
+        if edge["kind"] != "publish":
+            continue
+        for target, count in consumers_of.get(edge["target"], []):
+            if target != edge["source"]:
+                links[(nodes[edge["source"]]["name"], nodes[target]["name"])] += count
+    return sorted((parent, child, count) for (parent, child), count in links.items())

@@ -1,0 +1,123 @@
+"""What the graph is built from, one query per source, each over rollups only: the events'
+per-minute rollup, the span edges, the consumers the lag sampler keeps, the dead-letter
+rollup, registrations and the RED rollup. Never the raw events or spans."""
+import json
+
+from django.db import connection
+
+from collector.models.traces import DURATION_BUCKETS_US
+
+
+def _minute(value):
+    return value.replace(second=0, microsecond=0)
+
+
+def _rows(sql, params):
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def brokers():
+    """{id: (name, kind)}."""
+    return {r[0]: (r[1], r[2]) for r in _rows("SELECT id, name, kind FROM collector_broker", [])}
+
+
+def published(start, end):
+    """[(broker id, subject, producer, type, version, count, bytes, errors)] from the events' rollup."""
+    return _rows(
+        """
+        SELECT broker_id, subject, producer, type, version, sum(count)::bigint, sum(bytes)::bigint, sum(errors)::bigint
+        FROM collector_eventrollup WHERE minute >= %s AND minute < %s GROUP BY 1, 2, 3, 4, 5
+        """, [_minute(start), end])
+
+
+def span_edges(start, end):
+    """[(kind, source, target, group, count, errors, duration sum µs, histogram)] from the span edges."""
+    empty = [0] * (len(DURATION_BUCKETS_US) + 1)
+    rows = _rows(
+        """
+        WITH r AS (
+            SELECT kind, source, target, "group" AS g, count, errors, duration_sum_us, buckets
+            FROM collector_topologyedgerollup WHERE minute >= %s AND minute < %s
+        ), a AS (
+            SELECT kind, source, target, g, sum(count)::bigint c, sum(errors)::bigint e, sum(duration_sum_us)::bigint d FROM r GROUP BY 1, 2, 3, 4
+        ), b AS (
+            SELECT kind, source, target, g, i, sum(x)::bigint s FROM r, unnest(r.buckets) WITH ORDINALITY u(x, i)
+            GROUP BY 1, 2, 3, 4, 5
+        ), h AS (
+            SELECT kind, source, target, g, array_agg(s ORDER BY i) hist FROM b GROUP BY 1, 2, 3, 4
+        )
+        SELECT a.kind, a.source, a.target, a.g, a.c, a.e, a.d, h.hist FROM a LEFT JOIN h USING (kind, source, target, g)
+        """, [_minute(start), end])
+    return [(*row[:7], [int(x) for x in row[7]] if row[7] else empty) for row in rows]
+
+
+def consumers(start, end):
+    """The consumers that existed during the window (not Eventscope's observers), as dicts."""
+    rows = _rows(
+        """
+        SELECT b.name, c.kind, c.stream, c.name, c.config, c.lag, c.status, c.waiting, c.gone_at IS NOT NULL
+        FROM collector_consumer c JOIN collector_broker b ON b.id = c.broker_id
+        WHERE NOT c.observer AND c.first_seen < %s AND (c.gone_at IS NULL OR c.gone_at >= %s)
+        """, [end, start])
+    names = ["broker", "kind", "stream", "name", "config", "lag", "status", "waiting", "gone"]
+    result = []
+    for row in rows:
+        item = dict(zip(names, row))
+        if isinstance(item["config"], str):
+            item["config"] = json.loads(item["config"])
+        result.append(item)
+    return result
+
+
+def stream_topics(broker_streams):
+    """{(broker name, stream): [topic names]} of the given (broker name, stream) pairs."""
+    if not broker_streams:
+        return {}
+    streams = sorted({stream for _, stream in broker_streams})
+    rows = _rows(
+        """
+        SELECT b.name, t.stream, t.name FROM collector_topic t JOIN collector_broker b ON b.id = t.broker_id
+        WHERE t.stream = ANY(%s)
+        """, [streams])
+    found = {}
+    for broker, stream, name in rows:
+        found.setdefault((broker, stream), []).append(name)
+    return found
+
+
+def dead_letters(start, end):
+    """{(subject, consumer): count}."""
+    rows = _rows(
+        """
+        SELECT subject, consumer, sum(count)::bigint FROM collector_deadletterrollup
+        WHERE minute >= %s AND minute < %s GROUP BY 1, 2
+        """, [_minute(start), end])
+    return {(r[0], r[1]): int(r[2]) for r in rows}
+
+
+def registrations(start, end):
+    """{service: {"instances": n alive at the window's end, "versions": [..]}}."""
+    rows = _rows(
+        """
+        SELECT service, version,
+               coalesce(sum(instances) FILTER (WHERE deregistered IS NULL OR deregistered >= %s), 0)::bigint
+        FROM collector_serviceinstance
+        WHERE first_seen < %s AND (deregistered IS NULL OR deregistered >= %s) GROUP BY 1, 2
+        """, [end, end, start])
+    found = {}
+    for service, version, instances in rows:
+        entry = found.setdefault(service, {"instances": 0, "versions": []})
+        entry["instances"] += int(instances)
+        if version:
+            entry["versions"].append(version)
+    return found
+
+
+def span_health(start, end):
+    """{service: (spans, errors)} from the RED rollup."""
+    rows = _rows(
+        "SELECT service, sum(count)::bigint, sum(errors)::bigint FROM collector_spanrollup WHERE minute >= %s AND minute < %s GROUP BY 1",
+        [_minute(start), end])
+    return {r[0]: (int(r[1]), int(r[2])) for r in rows}
