@@ -5,7 +5,10 @@ the span pass's position (`TopologyCursor`) and the settings operators edit.
 graph from these and from the rollups other rooms keep (events, consumers, dead letters),
 never from raw events.
 """
+import re
+
 from django.contrib.postgres.fields import ArrayField
+from django.core.exceptions import ValidationError
 from django.db import models
 
 __all__ = ["ServiceInstance", "TopologyCursor", "TopologyEdgeRollup", "TopologySettings"]
@@ -76,6 +79,15 @@ class TopologySettings(models.Model):
 
     def __str__(self):
         return "Topology settings"
+
+    def clean(self):
+        if self.namespace_pattern:
+            try:
+                re.compile(self.namespace_pattern)
+            except re.error as error:
+                raise ValidationError({"namespace_pattern": f"not a regular expression: {error}"}) from None
+        if self.warn_error_rate > self.bad_error_rate:
+            raise ValidationError({"warn_error_rate": "must not be above the red threshold"})
 
     @classmethod
     def load(cls):

@@ -78,6 +78,6 @@ def service(request, name):
         "name": name, "node": node, "publishes": publishes, "consumes": consumes, "calls": calls,
         "groups": [nodes[g] for g in groups], "instances": instances, "traces": traces, "red": red,
         "dead_letters": sum(e["dead_letters"] for e in consumes),
-        "api_url": reverse("api_topology") + "?" + urlencode({**window.query(), "node": ident, "hops": 1}),
+        "api_url": reverse("api_topology") + "?" + urlencode({**window.query(), "node": ident, "hops": 2}),
         "window_query": window_query, "service_url": reverse("service", args=["__name__"]),
     }, status=200 if node or instances else 404)

@@ -88,7 +88,7 @@ export function initTopology(root) {
     return {
       broker: $("#topology-broker")?.value || "", prefix: $("#topology-namespace")?.value.trim() || "",
       hideIdle: Boolean($("#topology-idle")?.checked), expandAll: Boolean($("#topology-expand")?.checked),
-      focus: state.focus, hops: state.focus ? Number($("#topology-hops")?.value ?? 1) : 0,
+      focus: state.focus, hops: state.focus ? Number($("#topology-hops")?.value ?? root.dataset.hops ?? 1) : 0,
       expanded: state.expanded, collapseAbove: state.collapseAbove,
     };
   }
@@ -132,8 +132,10 @@ export function initTopology(root) {
       cy.batch(() => { cy.elements().remove(); cy.add(elements); });
       cy.layout({ name: "dagre", rankDir: "LR", nodeSep: 12, rankSep: 80, edgeSep: 6, animate: false, fit: true,
                   padding: 20 }).run();
+      if (state.focus) cy.getElementById(state.focus).addClass("match");
     }
     if (fit) cy.fit(undefined, 20);
+    if (cy.zoom() > 1.2) cy.zoom({ level: 1.2, renderedPosition: { x: cy.width() / 2, y: cy.height() / 2 } });
     const drawnIn = Math.round(performance.now() - started);
     root.dataset.drawn = String((Number(root.dataset.drawn) || 0) + 1);
     root.dataset.drawMs = String(drawnIn);

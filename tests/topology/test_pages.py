@@ -1,0 +1,85 @@
+"""The topology pages and API: roles, the window, errors, and the service page's sections
+(rows written through the topology writer and the events' rollup, as the collector keeps them)."""
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from collector.models import Broker, EventRollup, ServiceInstance
+from collector.topology import writer
+from collector.topology.registrations import Registration
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def shop(db):
+    now = datetime.now(timezone.utc)
+    broker = Broker.objects.get_or_create(name="nats", defaults={"url": "nats://x"})[0]
+    minute = now.replace(second=0, microsecond=0)
+    EventRollup.objects.create(minute=minute, broker=broker, subject="orders.created", producer="go.micro.srv.order",
+                               type="order.created", version="2", count=120, bytes=12000, errors=0)
+    writer.record_registrations([(Registration("go.micro.srv.order", "1.4.0", "order-1", "", 1, False), now),
+                                 (Registration("go.micro.srv.order", "1.4.0", "order-2", "", 1, False), now)])
+    return now
+
+
+def test_anonymous_users_are_sent_to_login_and_users_without_a_role_get_403(client, shop, dave):
+    assert client.get("/topology/").status_code == 302
+    assert client.get("/api/topology").status_code in (302, 401, 403)
+    client.force_login(dave)
+    assert client.get("/topology/").status_code == 403
+    assert client.get("/api/topology").status_code == 403
+
+
+def test_the_api_takes_the_window_and_says_what_is_wrong_with_a_bad_one(viewer_client, shop):
+    body = viewer_client.get("/api/topology?last=15m").json()
+    assert body["window"]["last"] == "15m"
+    ids = {n["id"] for n in body["nodes"]}
+    assert {"service:go.micro.srv.order", "topic:orders.created"} <= ids
+    order = next(n for n in body["nodes"] if n["id"] == "service:go.micro.srv.order")
+    assert (order["namespace"], order["instances"], order["versions"]) == ("go.micro.srv", 2, ["1.4.0"])
+    assert viewer_client.get("/api/topology?last=soon").status_code == 400
+    assert viewer_client.get("/api/topology?hops=many").status_code == 400
+    # A week ago nothing was there: the window travels.
+    old = shop - timedelta(days=7)
+    body = viewer_client.get(f"/api/topology?from={old.isoformat()}&to={(old + timedelta(hours=1)).isoformat()}").json()
+    assert not [n for n in body["nodes"] if n["id"] == "topic:orders.created"]
+
+
+def test_an_edge_gone_since_the_window_before_is_marked_gone(viewer_client, shop):
+    broker = Broker.objects.get(name="nats")
+    EventRollup.objects.create(minute=shop.replace(second=0, microsecond=0) - timedelta(minutes=20), broker=broker,
+                               subject="carts.updated", producer="go.micro.srv.cart", count=3)
+    body = viewer_client.get("/api/topology?last=15m").json()
+    edges = {e["id"]: e for e in body["edges"]}
+    assert edges["publish:service:go.micro.srv.cart->topic:carts.updated"]["change"] == "gone"
+    assert edges["publish:service:go.micro.srv.order->topic:orders.created"]["change"] == "new"
+
+
+def test_the_service_page_shows_what_it_publishes_with_versions_and_its_instances(viewer_client, shop):
+    page = viewer_client.get("/services/go.micro.srv.order/?last=1h").content.decode()
+    assert "orders.created" in page and "order.created" in page and "v2" in page
+    assert "order-1" in page and "order-2" in page and "2 <span class=\"muted\">(from registrations)" in page
+    assert 'src="/static/eventscope/topology.js"' in page
+
+
+def test_a_service_never_seen_answers_404_on_its_page(viewer_client, shop):
+    assert viewer_client.get("/services/nobody/?last=1h").status_code == 404
+
+
+def test_the_topology_page_carries_its_api_link_with_the_window_and_no_inline_script(viewer_client, shop):
+    page = viewer_client.get("/topology/?last=6h").content.decode()
+    assert 'data-api="/api/topology?last=6h"' in page
+    assert "<script>" not in page and "topology.js" in page
+
+
+def test_a_later_deregistration_wins_and_an_earlier_one_arriving_late_does_not(db):
+    now = datetime.now(timezone.utc)
+    alive = Registration("mailer", "1", "m-1", "", 1, False)
+    gone = Registration("mailer", "1", "m-1", "", 1, True)
+    writer.record_registrations([(alive, now)])
+    writer.record_registrations([(gone, now - timedelta(minutes=1))])  # older news, delivered late
+    assert ServiceInstance.objects.get().deregistered is None
+    writer.record_registrations([(gone, now + timedelta(minutes=1))])
+    row = ServiceInstance.objects.get()
+    assert row.deregistered is not None and row.first_seen == now - timedelta(minutes=1)
