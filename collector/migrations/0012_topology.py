@@ -59,7 +59,8 @@ class Migration(migrations.Migration):
             name='TopologyEdgeRollup',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('minute', models.DateTimeField()),
+                ('width', models.PositiveSmallIntegerField(default=1, help_text='Minutes the row covers: 1, 5 or 60.')),
+                ('minute', models.DateTimeField(help_text="Start of the row's span of time.")),
                 ('kind', models.CharField(max_length=8)),
                 ('source', models.TextField()),
                 ('target', models.TextField()),
@@ -70,8 +71,8 @@ class Migration(migrations.Migration):
                 ('buckets', django.contrib.postgres.fields.ArrayField(base_field=models.BigIntegerField(), default=list, size=None)),
             ],
             options={
-                'indexes': [models.Index(fields=['minute'], name='topologyedge_minute')],
-                'constraints': [models.UniqueConstraint(fields=('minute', 'kind', 'source', 'target', 'group'), name='topologyedge_key')],
+                'indexes': [models.Index(fields=['width', 'minute'], name='topologyedge_minute')],
+                'constraints': [models.UniqueConstraint(fields=('width', 'minute', 'kind', 'source', 'target', 'group'), name='topologyedge_key')],
             },
         ),
         migrations.RunSQL(SPAN_RECEIVED_INDEX, "DROP INDEX IF EXISTS collector_span_received"),

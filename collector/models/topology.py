@@ -15,12 +15,13 @@ __all__ = ["ServiceInstance", "TopologyCursor", "TopologyEdgeRollup", "TopologyS
 
 
 class TopologyEdgeRollup(models.Model):
-    """Per minute: an edge seen in spans. `kind` is `publish` (a PRODUCER span: service ->
+    """Per minute (and per 5 minutes and hour, `width`): an edge seen in spans. `kind` is `publish` (a PRODUCER span: service ->
     topic), `consume` (a CONSUMER span: topic -> service, with its consumer group when the
     span names one) or `call` (a client/server parent-child pair across services). Counts
     add: several collectors merge their rows, none overwrites another's."""
 
-    minute = models.DateTimeField()
+    width = models.PositiveSmallIntegerField(default=1, help_text="Minutes the row covers: 1, 5 or 60.")
+    minute = models.DateTimeField(help_text="Start of the row's span of time.")
     kind = models.CharField(max_length=8)
     source = models.TextField()
     target = models.TextField()
@@ -31,9 +32,9 @@ class TopologyEdgeRollup(models.Model):
     buckets = ArrayField(models.BigIntegerField(), default=list)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["minute", "kind", "source", "target", "group"],
+        constraints = [models.UniqueConstraint(fields=["width", "minute", "kind", "source", "target", "group"],
                                                name="topologyedge_key")]
-        indexes = [models.Index(fields=["minute"], name="topologyedge_minute")]
+        indexes = [models.Index(fields=["width", "minute"], name="topologyedge_minute")]
 
 
 class ServiceInstance(models.Model):

@@ -15,6 +15,8 @@ which (`name` or `spans`).
 import re
 from collections import defaultdict, deque
 
+from django.db import connection, transaction
+
 from collector.models.topology import TopologySettings
 from collector.topology import sources
 from collector.topology.consumers import group_of, routing_of
@@ -139,6 +141,11 @@ def build(start, end, settings=None):
             edge["dead_letters"] += dead.get((name, group.name), 0)
         node["messages"] = sum(topic_messages.get(name, 0) for name in group.topics)
 
+    groups_of_topic = defaultdict(list)
+    for group in groups:
+        for name in group.topics:
+            groups_of_topic[name].append(group)
+
     # Edges seen in spans.
     spans_behind = defaultdict(set)  # group id -> services its consumer spans name
     for kind, source, target, group_name, count, errors, _total, histogram in sources.span_edges(start, end):
@@ -152,8 +159,8 @@ def build(start, end, settings=None):
             topic, service = g.node("topic", source), g.node("service", target)
             topic["sources"].add("spans")
             service["sources"].add("spans")
-            matched = [grp for grp in groups if source in grp.topics and (
-                (group_name and group_name in (grp.name, grp.service)) or (not group_name and grp.service == target))]
+            matched = [grp for grp in groups_of_topic.get(source, ()) if
+                       (group_name and group_name in (grp.name, grp.service)) or (not group_name and grp.service == target)]
             if matched:
                 for grp in matched:
                     _add_spans(g.edges[f"consume:{topic['id']}->{grp.id}"], count, errors, histogram)
@@ -255,14 +262,24 @@ def _plain(item):
     return {k: sorted(v) if isinstance(v, set) else v for k, v in item.items()}
 
 
+def _roomy():
+    """Room for the rollup aggregates to hash in memory (the default 4 MB spills them to disk
+    at a few hundred services); for this transaction only."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL work_mem = '64MB'")
+
+
 def graph(start, end, compare=True, settings=None):
     """The graph of [start, end) as JSON-able {"nodes": [...], "edges": [...]}; with
     `compare`, each node and edge has `change`: `new` (not in the window of the same length
     just before), `gone` (only in that one, figures of then) or null."""
     settings = settings or TopologySettings.load()
-    nodes, edges = build(start, end, settings)
+    with transaction.atomic():
+        _roomy()
+        nodes, edges = build(start, end, settings)
+        if compare:
+            before_nodes, before_edges = build(start - (end - start), start, settings)
     if compare:
-        before_nodes, before_edges = build(start - (end - start), start, settings)
         for current, before in ((nodes, before_nodes), (edges, before_edges)):
             for ident, item in current.items():
                 item["change"] = None if ident in before else "new"
@@ -294,7 +311,9 @@ def neighbourhood(data, node_id, hops=1):
 def messaging_dependencies(start, end):
     """[(producer service, consumer service, messages)] through topics, for the Jaeger
     dependencies: each service publishing to a topic and each service behind a consumer of it."""
-    nodes, edges = build(start, end)
+    with transaction.atomic():
+        _roomy()
+        nodes, edges = build(start, end)
     consumers_of = defaultdict(list)  # topic id -> [(service id, messages)]
     members = defaultdict(list)
     for edge in edges.values():

@@ -2,6 +2,7 @@
 per-minute rollup, the span edges, the consumers the lag sampler keeps, the dead-letter
 rollup, registrations and the RED rollup. Never the raw events or spans."""
 import json
+from datetime import timedelta
 
 from django.db import connection
 
@@ -27,21 +28,64 @@ def published(start, end):
     """[(broker id, subject, producer, type, version, count, bytes, errors)] from the events' rollup."""
     return _rows(
         """
-        SELECT broker_id, subject, producer, type, version, sum(count)::bigint, sum(bytes)::bigint, sum(errors)::bigint
+        SELECT broker_id, subject, producer, type, version, sum(count::int), sum(bytes)::bigint, sum(errors::int)
         FROM collector_eventrollup WHERE minute >= %s AND minute < %s GROUP BY 1, 2, 3, 4, 5
         """, [_minute(start), end])
 
 
+def _floor(value, minutes):
+    value = _minute(value)
+    return value - timedelta(minutes=(value.hour * 60 + value.minute) % minutes)
+
+
+def _ceil(value, minutes):
+    floor = _floor(value, minutes)
+    return floor if floor == value else floor + timedelta(minutes=minutes)
+
+
+def pieces(start, end):
+    """[(width, from, to)]: the whole hours of [start, end), then whole 5-minute blocks, then
+    single minutes, so a window reads as few rows as the rollup widths allow. The first minute
+    counts from the window's own minute, as every per-minute rollup does."""
+    start = _minute(start)
+    if end <= start:
+        return []
+    result = []
+
+    def split(lo, hi, widths):
+        if lo >= hi:
+            return
+        if not widths:
+            result.append((1, lo, hi))
+            return
+        width, rest = widths[0], widths[1:]
+        a, b = _ceil(lo, width), _floor(hi, width)
+        if a < b:
+            result.append((width, a, b))
+            split(lo, a, rest)
+            split(b, hi, rest)
+        else:
+            split(lo, hi, rest)
+
+    split(start, end, [60, 5])
+    return sorted(result, key=lambda piece: piece[1])
+
+
 def span_edges(start, end):
     """[(kind, source, target, group, count, errors, duration sum µs, histogram)] from the span edges."""
+    parts = pieces(start, end)
+    if not parts:
+        return []
+    where = " OR ".join("(width = %s AND minute >= %s AND minute < %s)" for _ in parts)
     # One pass with a sum per bucket: cheaper than unnesting every histogram.
-    buckets = ", ".join(f"sum(buckets[{i + 1}])::bigint" for i in range(len(DURATION_BUCKETS_US) + 1))
+    # Each row's bucket counts fit in 32 bits: summed as int they add in int8, not numeric.
+    buckets = ", ".join(f"sum(buckets[{i + 1}]::int)" for i in range(len(DURATION_BUCKETS_US) + 1))
     rows = _rows(
         f"""
-        SELECT kind, source, target, "group", sum(count)::bigint, sum(errors)::bigint, sum(duration_sum_us)::bigint,
+        SELECT kind, source, target, "group", sum(count::int), sum(errors::int), sum(duration_sum_us)::bigint,
                {buckets}
-        FROM collector_topologyedgerollup WHERE minute >= %s AND minute < %s GROUP BY 1, 2, 3, 4
-        """, [_minute(start), end])
+        FROM collector_topologyedgerollup WHERE {where} GROUP BY 1, 2, 3, 4
+        """, [value for part in parts for value in part])
     return [(*row[:7], [int(x or 0) for x in row[7:]]) for row in rows]
 
 
@@ -110,6 +154,6 @@ def registrations(start, end):
 def span_health(start, end):
     """{service: (spans, errors)} from the RED rollup."""
     rows = _rows(
-        "SELECT service, sum(count)::bigint, sum(errors)::bigint FROM collector_spanrollup WHERE minute >= %s AND minute < %s GROUP BY 1",
+        "SELECT service, sum(count::int), sum(errors::int) FROM collector_spanrollup WHERE minute >= %s AND minute < %s GROUP BY 1",
         [_minute(start), end])
     return {r[0]: (int(r[1]), int(r[2])) for r in rows}

@@ -13,6 +13,9 @@ from collector.models.traces import DURATION_BUCKETS_US
 SETTLE = timedelta(seconds=5)
 # One pass reads at most this much receive time, so a backlog is taken in bounded transactions.
 STEP = timedelta(minutes=5)
+# Each edge is kept per minute, per 5 minutes and per hour, so a window reads its whole
+# hours and 5-minute blocks from the coarser rows and only its ragged ends per minute.
+WIDTHS = (1, 5, 60)
 # Where a first pass starts.
 START_BACK = timedelta(hours=1)
 
@@ -28,29 +31,31 @@ WITH new AS (
            coalesce(tags->>'messaging.consumer.group.name', '') AS grp
     FROM collector_span WHERE received_at > %(lo)s AND received_at <= %(hi)s
 ), edges AS (
-    SELECT date_trunc('minute', start) AS minute,
+    SELECT start AS at,
            CASE WHEN kind = 'producer' THEN 'publish' ELSE 'consume' END AS kind,
            CASE WHEN kind = 'producer' THEN service ELSE destination END AS source,
            CASE WHEN kind = 'producer' THEN destination ELSE service END AS target,
            CASE WHEN kind = 'consumer' THEN grp ELSE '' END AS grp, error, duration_us
     FROM new WHERE kind IN ('producer', 'consumer') AND coalesce(destination, '') <> ''
     UNION ALL
-    SELECT date_trunc('minute', c.start), 'call', p.service, c.service, '', c.error, c.duration_us
+    SELECT c.start, 'call', p.service, c.service, '', c.error, c.duration_us
     FROM new c JOIN collector_span p ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id
     WHERE c.parent_span_id IS NOT NULL AND p.service <> c.service AND p.received_at <= c.received_at
           AND p.kind <> 'producer' AND c.kind <> 'consumer'
     UNION ALL
-    SELECT date_trunc('minute', c.start), 'call', p.service, c.service, '', c.error, c.duration_us
+    SELECT c.start, 'call', p.service, c.service, '', c.error, c.duration_us
     FROM new p JOIN collector_span c ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id
     WHERE p.service <> c.service AND c.received_at < p.received_at
           AND p.kind <> 'producer' AND c.kind <> 'consumer'
 )
 INSERT INTO collector_topologyedgerollup
-    (minute, kind, source, target, "group", count, errors, duration_sum_us, buckets)
-SELECT minute, kind, source, target, grp, count(*), count(*) FILTER (WHERE error), sum(duration_us), {_BUCKETS}
+    (width, minute, kind, source, target, "group", count, errors, duration_sum_us, buckets)
+SELECT w, date_bin(make_interval(mins => w), at, TIMESTAMPTZ '2000-01-01 00:00+00'), kind, source, target, grp,
+       count(*), count(*) FILTER (WHERE error), sum(duration_us), {_BUCKETS}
 FROM (SELECT *, width_bucket(duration_us, {_BOUNDS}) AS bucket FROM edges) bucketed
-GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
-ON CONFLICT (minute, kind, source, target, "group") DO UPDATE SET
+     CROSS JOIN (VALUES {", ".join(f"({w})" for w in WIDTHS)}) AS widths(w)
+GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6
+ON CONFLICT (width, minute, kind, source, target, "group") DO UPDATE SET
     count = collector_topologyedgerollup.count + EXCLUDED.count,
     errors = collector_topologyedgerollup.errors + EXCLUDED.errors,
     duration_sum_us = collector_topologyedgerollup.duration_sum_us + EXCLUDED.duration_sum_us,

@@ -52,6 +52,35 @@ function homeNamespace(node, nodesById, producersOf, membersOf) {
   return producer ? producer.namespace : null;
 }
 
+// Consumer groups drawn as their edges: topic -> group -> service becomes topic -> service,
+// keeping the group's name, routing and lag on the edge (a big graph has a group per
+// subscription, more nodes than its services and topics together).
+export function foldGroups(nodes, edges) {
+  const groups = new Map(nodes.filter((n) => n.type === "group").map((n) => [n.id, n]));
+  if (!groups.size) return { nodes, edges };
+  const members = new Map();
+  for (const e of edges) {
+    if (e.kind === "member" && groups.has(e.source)) {
+      if (!members.has(e.source)) members.set(e.source, []);
+      members.get(e.source).push(e.target);
+    }
+  }
+  const folded = [];
+  for (const e of edges) {
+    if (e.kind === "member" && groups.has(e.source)) continue;
+    if (e.kind === "consume" && groups.has(e.target)) {
+      const group = groups.get(e.target);
+      for (const service of members.get(e.target) || []) {
+        folded.push({ ...e, id: `consume:${e.source}->${service}@${group.name}`, target: service, group: group.name,
+                      service_from: group.service_from });
+      }
+      continue;
+    }
+    folded.push(e);
+  }
+  return { nodes: nodes.filter((n) => !groups.has(n.id)), edges: folded };
+}
+
 // What to draw: {nodes, edges, collapsed, services}. `options`: broker, prefix, hideIdle,
 // focus, hops, expandAll, expanded (a Set of namespaces), collapseAbove.
 export function visibleGraph(data, options = {}) {
@@ -88,7 +117,9 @@ export function visibleGraph(data, options = {}) {
     edges = edges.filter((e) => kept.has(e.source) && kept.has(e.target));
   }
   const services = nodes.filter((n) => n.type === "service").length;
-  const collapse = !options.expandAll && !around && services > (options.collapseAbove ?? 60);
+  const big = services > (options.collapseAbove ?? 60);
+  if (big && !around) ({ nodes, edges } = foldGroups(nodes, edges));
+  const collapse = !options.expandAll && !around && big;
   if (!collapse) return { nodes, edges, collapsed: false, services };
 
   const producersOf = new Map();

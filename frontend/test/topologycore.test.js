@@ -73,3 +73,16 @@ test("search finds services by part of their name, exact matches first", () => {
   assert.deepEqual(findNodes(data.nodes, "orders").map((n) => n.id)[0], "topic:orders");
   assert.deepEqual(findNodes(data.nodes, " "), []);
 });
+
+test("a big graph draws consumer groups as edges from the topic to the service behind them", () => {
+  const graph = {
+    nodes: [topic("orders"), service("shop.payment"), { id: "group:nats/ORDERS/payment", type: "group", name: "payment",
+      service_from: "name", health: "ok", brokers: ["nats"] }],
+    edges: [edge("consume", "topic:orders", "group:nats/ORDERS/payment", { routing: "load-balanced" }),
+            edge("member", "group:nats/ORDERS/payment", "service:shop.payment")],
+  };
+  const view = visibleGraph(graph, { collapseAbove: 0, expandAll: true });
+  assert.deepEqual(view.nodes.map((n) => n.id).sort(), ["service:shop.payment", "topic:orders"]);
+  assert.deepEqual(view.edges.map((e) => [e.source, e.target, e.group, e.routing]),
+    [["topic:orders", "service:shop.payment", "payment", "load-balanced"]]);
+});
