@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +66,7 @@ def populate(cursor, services, raw):
         f"FROM generate_series(0, %s - 1) s, generate_series(0, 1) j, (VALUES (1), (7)) AS g(d)",
         [broker, services, services, services, services, services])
     zeros = "ARRAY[" + ", ".join(["0"] * (BUCKETS - 3)) + ", 40, 15, 5]::bigint[]"
-    other = "'ns' || ((s + d) %% {n} %% 25) || '.svc' || ((s + d) %% {n})".format(n=services)
+    other = f"'ns' || ((s + d) %% {services} %% 25) || '.svc' || ((s + d) %% {services})"
     started = time.perf_counter()
     for kind, source, target, group, extra in (
             ("call", svc, other, "''", "(VALUES (3), (11)) AS g(d)"),
@@ -96,7 +96,7 @@ def populate(cursor, services, raw):
         f"FROM generate_series(0, %s - 1) s, generate_series(0, 1) n", [services])
     print(f"span edges, RED rollup, consumers, instances: {time.perf_counter() - started:.0f} s", flush=True)
     started = time.perf_counter()
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     for day in (today - timedelta(days=1), today):
         start = midnight(day)
         cursor.execute(f"CREATE TABLE IF NOT EXISTS {partition_name('collector_event', day)} PARTITION OF collector_event "
@@ -124,7 +124,7 @@ def timed(client, url, count):
         assert response.status_code == 200, response.content[:300]
         size = len(response.content)
     times.sort()
-    p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
+    p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
     return statistics.median(times) * 1000, p95 * 1000, size
 
 
@@ -139,7 +139,7 @@ def explain():
         captured.append((sql, params))
         return execute(sql, params, many, context)
 
-    end = datetime.now(timezone.utc)
+    end = datetime.now(UTC)
     with connection.execute_wrapper(capture):
         for name in ("published", "span_edges", "span_health", "consumers"):
             getattr(sources, name)(end - timedelta(hours=1), end)
@@ -153,7 +153,7 @@ def raw_limit(count):
     """The source queries of a 1 h window and the hour before, alone; and each source's share."""
     from collector.topology import sources
 
-    end = datetime.now(timezone.utc)
+    end = datetime.now(UTC)
     times, each = [], {}
 
     def run(name, call, *args):
@@ -174,7 +174,7 @@ def raw_limit(count):
         times.append(time.perf_counter() - started)
     times.sort()
     print("  per source (ms per request): " + ", ".join(f"{k} {v * 1000 / count:.0f}" for k, v in each.items()))
-    return statistics.median(times) * 1000, times[int(round(0.95 * (len(times) - 1)))] * 1000
+    return statistics.median(times) * 1000, times[round(0.95 * (len(times) - 1))] * 1000
 
 
 def for_each_window(run, sources, end):

@@ -22,7 +22,7 @@ def topology_collector(transactional_db, settings, monkeypatch):
     monkeypatch.setattr(writer, "SETTLE", writer.timedelta(seconds=0.3))
     running = RunningCollector(installs=[tracing.install, capture.install, lag.install, topology.install])
     wait_until(lambda: len(running.collector.span_receivers) == 5, 20, "the span receivers to listen")
-    running.otlp_http = "http://127.0.0.1:%d/v1/traces" % next(
-        r.port for r in running.collector.span_receivers if r.name == "OTLP/HTTP")
+    port = next(r.port for r in running.collector.span_receivers if r.name == "OTLP/HTTP")
+    running.otlp_http = f"http://127.0.0.1:{port}/v1/traces"
     yield running
     running.stop()

@@ -6,13 +6,14 @@ import asyncio
 import json
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import nats
 import pytest
 from nats.js import api
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -64,18 +65,14 @@ def export_spans(endpoint, x):
     consumer span of `notifier` reads."""
     gateway, gateway_tracer = tracer(endpoint, f"gateway_{x}")
     order, order_tracer = tracer(endpoint, f"order_{x}")
-    with gateway_tracer.start_as_current_span("GET /checkout", kind=trace.SpanKind.SERVER):
-        with gateway_tracer.start_as_current_span("Order.Place", kind=trace.SpanKind.CLIENT):
-            carrier = {}
-            from opentelemetry.propagate import inject
-
-            inject(carrier)
-    from opentelemetry.propagate import extract
-
-    with order_tracer.start_as_current_span("Order.Place", context=extract(carrier), kind=trace.SpanKind.SERVER):
-        with order_tracer.start_as_current_span(f"orders_{x}.created publish", kind=trace.SpanKind.PRODUCER) as span:
-            span.set_attribute("messaging.system", "nats")
-            span.set_attribute("messaging.destination.name", f"orders_{x}.created")
+    carrier = {}
+    with gateway_tracer.start_as_current_span("GET /checkout", kind=trace.SpanKind.SERVER), \
+            gateway_tracer.start_as_current_span("Order.Place", kind=trace.SpanKind.CLIENT):
+        inject(carrier)  # the call's context travels to the order service as headers
+    with order_tracer.start_as_current_span("Order.Place", context=extract(carrier), kind=trace.SpanKind.SERVER), \
+            order_tracer.start_as_current_span(f"orders_{x}.created publish", kind=trace.SpanKind.PRODUCER) as span:
+        span.set_attribute("messaging.system", "nats")
+        span.set_attribute("messaging.destination.name", f"orders_{x}.created")
     for service, destination, group in ((f"shipper_{x}", f"orders_{x}.created", f"shipping_{x}"),
                                         (f"notifier_{x}", f"payments_{x}.done", None)):
         provider, consumer_tracer = tracer(endpoint, service)
@@ -148,10 +145,10 @@ async def _publish(url, messages):
 def test_the_graph_of_a_known_system_has_exactly_its_nodes_and_edges_with_their_sources(known_system):
     x = known_system
     broker = Broker.objects.get().name
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
 
     def graph():
-        return readers.graph(now - timedelta(minutes=10), datetime.now(timezone.utc) + timedelta(minutes=1))
+        return readers.graph(now - timedelta(minutes=10), datetime.now(UTC) + timedelta(minutes=1))
 
     wait_for_everything(graph, x, broker)
     nodes, edges = ours(graph(), x)

@@ -1,6 +1,6 @@
 """The topology pages and API: roles, the window, errors, and the service page's sections
 (rows written through the topology writer and the events' rollup, as the collector keeps them)."""
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def shop(db):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     broker = Broker.objects.get_or_create(name="nats", defaults={"url": "nats://x"})[0]
     minute = now.replace(second=0, microsecond=0)
     EventRollup.objects.create(minute=minute, broker=broker, subject="orders.created", producer="go.micro.srv.order",
@@ -74,7 +74,7 @@ def test_the_topology_page_carries_its_api_link_with_the_window_and_no_inline_sc
 
 
 def test_a_later_deregistration_wins_and_an_earlier_one_arriving_late_does_not(db):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     alive = Registration("mailer", "1", "m-1", "", 1, False)
     gone = Registration("mailer", "1", "m-1", "", 1, True)
     writer.record_registrations([(alive, now)])

@@ -1,7 +1,8 @@
 """The span pass: each span counts once however often and from however many collectors it
 runs, and a client/server pair counts once whichever of its spans arrives first."""
+import json
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection, connections
@@ -14,9 +15,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def store_span(trace, span, service, kind, received, parent=None, destination=None, group=None, error=False):
-    start = datetime.now(timezone.utc) - timedelta(minutes=2)
+    start = datetime.now(UTC) - timedelta(minutes=2)
     day = start.date()
-    tags = '{"messaging.consumer.group.name": "%s"}' % group if group else "{}"
+    tags = json.dumps({"messaging.consumer.group.name": group} if group else {})
     with connection.cursor() as cursor:
         cursor.execute(f"CREATE TABLE IF NOT EXISTS {partition_name('collector_span', day)} PARTITION OF collector_span "
                        f"FOR VALUES FROM ('{midnight(day).isoformat()}') TO ('{(midnight(day) + timedelta(days=1)).isoformat()}')")
@@ -39,7 +40,7 @@ def edges():
 
 def test_a_pair_counts_once_whichever_span_arrives_first_and_a_second_pass_adds_nothing():
     catch_up()  # the cursor starts before these spans
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     # Trace a: the client span first; trace b: the server span first, its parent a pass later.
     store_span("a", "1", "gateway", "client", now)
     store_span("a", "2", "order", "server", now, parent="1", error=True)
@@ -47,7 +48,7 @@ def test_a_pair_counts_once_whichever_span_arrives_first_and_a_second_pass_adds_
     store_span("c", "1", "order", "producer", now, destination="orders")
     store_span("c", "2", "shipper", "consumer", now, parent="1", destination="orders", group="shipping")
     catch_up()
-    later = datetime.now(timezone.utc)
+    later = datetime.now(UTC)
     store_span("b", "1", "gateway", "client", later)
     catch_up()
     catch_up()
@@ -60,7 +61,7 @@ def test_a_pair_counts_once_whichever_span_arrives_first_and_a_second_pass_adds_
 
 def test_two_collectors_passing_at_once_count_each_span_once():
     catch_up()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for n in range(200):
         store_span(f"t{n}", "1", "order", "producer", now, destination="orders")
     errors = []

@@ -1,12 +1,14 @@
 """The topology page in a real headless Chromium: the graph of a known system (built
 through NATS, the collector and the real span exporter) is drawn, a service is searched
 and clicked, and its page opens, with nothing refused by the Content-Security-Policy."""
+from datetime import UTC
+
 import pytest
 
 from collector.models import Broker
+from collector.topology import readers
 from tests.conftest import browser_login
 from tests.topology.test_known_system import known_system, wait_for_everything  # noqa: F401 (a fixture)
-from collector.topology import readers
 
 pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -31,9 +33,9 @@ NODE_POSITION = """
 def test_a_user_searches_a_service_in_the_graph_clicks_it_and_lands_on_its_page(
         known_system, live_server, page, charlie):  # noqa: F811 (the fixture imported above)
     x = known_system
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     wait_for_everything(lambda: readers.graph(now - timedelta(minutes=10), now + timedelta(minutes=1)), x,
                         Broker.objects.get().name)
     console = []

@@ -1,5 +1,7 @@
 """Unit tests of the pure parts: registrations, the consume-edge contract for any broker
 kind, namespaces."""
+from datetime import UTC
+
 import pytest
 
 from collector.topology.consumers import group_of, routing_of
@@ -73,11 +75,11 @@ def test_unit_namespaces_are_the_name_before_its_last_dot_or_the_admins_pattern(
 
 
 def test_unit_a_window_reads_whole_hours_and_5_minute_blocks_and_minutes_only_at_its_ends():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from collector.topology.sources import pieces
 
-    t = lambda h, m, s=0: datetime(2026, 11, 30, h, m, s, tzinfo=timezone.utc)  # noqa: E731
+    t = lambda h, m, s=0: datetime(2026, 11, 30, h, m, s, tzinfo=UTC)
     assert pieces(t(10, 23, 40), t(12, 41)) == [
         (1, t(10, 23), t(10, 25)), (5, t(10, 25), t(11, 0)), (60, t(11, 0), t(12, 0)), (5, t(12, 0), t(12, 40)),
         (1, t(12, 40), t(12, 41))]
