@@ -13,6 +13,8 @@ topic under the conventional name) say which service processes it: `service_from
 which (`name` or `spans`).
 """
 import re
+import threading
+import time
 from collections import defaultdict, deque
 
 from django.db import connection, transaction
@@ -56,31 +58,47 @@ def worst(*values):
 
 
 class _Graph:
+    """Nodes and edges by id, made on first sight with every field they carry (sets until
+    the answer is encoded); callers set the rest on the dict they get back."""
+
     def __init__(self, seconds, settings):
         self.seconds = max(seconds, 1.0)
         self.settings = settings
         self.nodes, self.edges = {}, {}
+        self._namespaces = {}
 
-    def node(self, type_, name, **extra):
-        ident = f"{type_}:{name}" if type_ != "group" else extra.pop("ident")
-        node = self.nodes.get(ident)
-        if node is None:
-            node = self.nodes[ident] = {"id": ident, "type": type_, "name": name, "sources": set(), "brokers": set(),
-                                        "messages": 0, "errors": 0}
-            if type_ == "service":
-                node.update(namespace=namespace(name, self.settings.namespace_pattern), instances=None,
-                            instances_from=None, versions=set(), spans=0, span_errors=0)
-        node.update(extra)
+    def _new(self, ident, type_, name):
+        node = self.nodes[ident] = {"id": ident, "type": type_, "name": name, "sources": set(), "brokers": set(),
+                                    "messages": 0, "errors": 0}
         return node
 
-    def edge(self, kind, source, target, **extra):
+    def service(self, name):
+        ident = "service:" + name
+        node = self.nodes.get(ident)
+        if node is None:
+            node = self._new(ident, "service", name)
+            ns = self._namespaces.get(name)
+            if ns is None:
+                ns = self._namespaces[name] = namespace(name, self.settings.namespace_pattern)
+            node.update(namespace=ns, instances=None, instances_from=None, versions=set(), spans=0, span_errors=0)
+        return node
+
+    def topic(self, name):
+        ident = "topic:" + name
+        node = self.nodes.get(ident)
+        return node if node is not None else self._new(ident, "topic", name)
+
+    def group(self, ident, name):
+        node = self.nodes.get(ident)
+        return node if node is not None else self._new(ident, "group", name)
+
+    def edge(self, kind, source, target):
         ident = f"{kind}:{source}->{target}"
         edge = self.edges.get(ident)
         if edge is None:
             edge = self.edges[ident] = {"id": ident, "kind": kind, "source": source, "target": target,
                                         "sources": set(), "messages": 0, "bytes": 0, "errors": 0, "dead_letters": 0,
                                         "span_count": 0, "histogram": None}
-        edge.update(extra)
         return edge
 
 
@@ -88,20 +106,25 @@ def _add_spans(edge, count, errors, histogram):
     edge["sources"].add("spans")
     edge["span_count"] += count
     edge["errors"] += errors
-    edge["histogram"] = histogram if edge["histogram"] is None else [a + b for a, b in zip(edge["histogram"], histogram)]
+    if histogram is not None:
+        old = edge["histogram"]
+        edge["histogram"] = histogram if old is None else [a + b for a, b in zip(old, histogram)]
 
 
-def build(start, end, settings=None):
-    """(nodes {id: node}, edges {id: edge}) of the window [start, end)."""
+def build(start, end, settings=None, keys_only=False):
+    """(nodes {id: node}, edges {id: edge}) of the window [start, end). `keys_only`: the
+    same nodes and edges from cheaper queries (which exist, not their figures), for the
+    comparison with the window before."""
     settings = settings or TopologySettings.load()
     g = _Graph((end - start).total_seconds(), settings)
     brokers = sources.brokers()
     topic_messages = defaultdict(int)
 
     # Producers of stored events.
-    for broker_id, subject, producer, type_, version, count, size, errors in sources.published(start, end):
+    published = sources.published_keys(start, end) if keys_only else sources.published(start, end)
+    for broker_id, subject, producer, type_, version, count, size, errors in published:
         broker = brokers.get(broker_id, ("?", "?"))[0]
-        topic = g.node("topic", subject)
+        topic = g.topic(subject)
         topic["sources"].add("events")
         topic["brokers"].add(broker)
         topic["messages"] += count
@@ -109,7 +132,7 @@ def build(start, end, settings=None):
         topic_messages[subject] += count
         if not producer:
             continue
-        service = g.node("service", producer)
+        service = g.service(producer)
         service["sources"].add("events")
         service["messages"] += count
         edge = g.edge("publish", service["id"], topic["id"])
@@ -117,25 +140,31 @@ def build(start, end, settings=None):
         edge["messages"] += count
         edge["bytes"] += size
         edge["errors"] += errors
-        edge.setdefault("types", {}).setdefault((type_ or "", version or ""), 0)
-        edge["types"][(type_ or "", version or "")] += count
+        if not keys_only:
+            types = edge.get("types")
+            if types is None:
+                types = edge["types"] = {}
+            key = (type_ or "", version or "")
+            types[key] = types.get(key, 0) + count
 
     # Consumer configuration from the lag sampler.
     consumers = sources.consumers(start, end)
     topics_of = sources.stream_topics({(c["broker"], c["stream"]) for c in consumers if "topics" not in c["config"]})
     groups = [group_of(c, topics_of.get((c["broker"], c["stream"]), [])) for c in consumers]
-    dead = sources.dead_letters(start, end)
+    dead = {} if keys_only else sources.dead_letters(start, end)
     for group in groups:
-        node = g.node("group", group.name, ident=group.id, broker=group.broker, broker_kind=group.kind, stream=group.stream,
-                      service=group.service, service_from="name", instances=group.instances, lag=group.lag,
-                      status=group.status, gone_consumer=group.gone, topics=group.topics)
+        node = g.group(group.id, group.name)
+        node.update(broker=group.broker, broker_kind=group.kind, stream=group.stream, service=group.service,
+                    service_from="name", instances=group.instances, lag=group.lag, status=group.status,
+                    gone_consumer=group.gone, topics=group.topics)
         node["sources"].add("consumers")
         node["brokers"].add(group.broker)
         for name in group.topics:
-            topic = g.node("topic", name)
+            topic = g.topic(name)
             topic["sources"].add("consumers")
             topic["brokers"].add(group.broker)
-            edge = g.edge("consume", topic["id"], group.id, lag=group.lag, status=group.status)
+            edge = g.edge("consume", topic["id"], group.id)
+            edge["lag"], edge["status"] = group.lag, group.status
             edge["sources"].add("consumers")
             edge["messages"] = topic_messages.get(name, 0)
             edge["dead_letters"] += dead.get((name, group.name), 0)
@@ -148,15 +177,15 @@ def build(start, end, settings=None):
 
     # Edges seen in spans.
     spans_behind = defaultdict(set)  # group id -> services its consumer spans name
-    for kind, source, target, group_name, count, errors, _total, histogram in sources.span_edges(start, end):
+    span_edges = sources.span_edge_keys(start, end) if keys_only else sources.span_edges(start, end)
+    for kind, source, target, group_name, count, errors, _total, histogram in span_edges:
         if kind == "publish":
-            service, topic = g.node("service", source), g.node("topic", target)
+            service, topic = g.service(source), g.topic(target)
             service["sources"].add("spans")
             topic["sources"].add("spans")
-            edge = g.edge("publish", service["id"], topic["id"])
-            _add_spans(edge, count, errors, histogram)
+            _add_spans(g.edge("publish", service["id"], topic["id"]), count, errors, histogram)
         elif kind == "consume":
-            topic, service = g.node("topic", source), g.node("service", target)
+            topic, service = g.topic(source), g.service(target)
             topic["sources"].add("spans")
             service["sources"].add("spans")
             matched = [grp for grp in groups_of_topic.get(source, ()) if
@@ -166,12 +195,13 @@ def build(start, end, settings=None):
                     _add_spans(g.edges[f"consume:{topic['id']}->{grp.id}"], count, errors, histogram)
                     spans_behind[grp.id].add(target)
             else:
-                edge = g.edge("consume", topic["id"], service["id"], group=group_name)
+                edge = g.edge("consume", topic["id"], service["id"])
+                edge["group"] = group_name
                 _add_spans(edge, count, errors, histogram)
                 edge["messages"] = max(edge["messages"], topic_messages.get(source, 0))
                 edge["dead_letters"] += dead.get((source, group_name), 0) if group_name else 0
         elif kind == "call":
-            caller, callee = g.node("service", source), g.node("service", target)
+            caller, callee = g.service(source), g.service(target)
             caller["sources"].add("spans")
             callee["sources"].add("spans")
             edge = g.edge("call", caller["id"], callee["id"])
@@ -184,39 +214,41 @@ def build(start, end, settings=None):
         node = g.nodes[group.id]
         if behind:
             node.update(service=", ".join(behind), service_from="spans")
+        seen_by = "spans" if behind else "consumers"
         for name in behind or [group.service]:
-            service = g.node("service", name)
-            service["sources"].add("spans" if behind else "consumers")
-            edge = g.edge("member", group.id, service["id"], service_from="spans" if behind else "name")
-            edge["sources"].add("spans" if behind else "consumers")
+            service = g.service(name)
+            service["sources"].add(seen_by)
+            edge = g.edge("member", group.id, service["id"])
+            edge["service_from"] = "spans" if behind else "name"
+            edge["sources"].add(seen_by)
             edge["messages"] = node["messages"]
             if group.instances and not service["instances"]:
                 service.update(instances=group.instances, instances_from="consumers")
 
     # Routing: shared within a group, or a copy for each of several groups.
+    consume = [edge for edge in g.edges.values() if edge["kind"] == "consume"]
     readers_of = defaultdict(int)
-    for edge in g.edges.values():
-        if edge["kind"] == "consume":
-            readers_of[edge["source"]] += 1
+    for edge in consume:
+        readers_of[edge["source"]] += 1
     by_id = {group.id: group for group in groups}
-    for edge in g.edges.values():
-        if edge["kind"] == "consume":
-            edge["groups_on_topic"] = readers_of[edge["source"]]
-            group = by_id.get(edge["target"])
-            edge["routing"] = routing_of(group, readers_of[edge["source"]]) if group else (
-                "broadcast" if readers_of[edge["source"]] > 1 else "single")
-            if group:
-                node = g.nodes[group.id]
-                node["routing"] = edge["routing"] if node.get("routing") in (None, "single") else node["routing"]
+    for edge in consume:
+        readers = readers_of[edge["source"]]
+        edge["groups_on_topic"] = readers
+        group = by_id.get(edge["target"])
+        edge["routing"] = routing_of(group, readers) if group else ("broadcast" if readers > 1 else "single")
+        if group:
+            node = g.nodes[group.id]
+            node["routing"] = edge["routing"] if node.get("routing") in (None, "single") else node["routing"]
 
     # Registrations: instances and versions.
     for name, entry in sources.registrations(start, end).items():
-        service = g.node("service", name)
+        service = g.service(name)
         service["sources"].add("registrations")
         service.update(instances=entry["instances"], instances_from="registrations")
         service["versions"].update(entry["versions"])
 
-    _figures(g, sources.span_health(start, end))
+    if not keys_only:
+        _figures(g, sources.span_health(start, end))
     return g.nodes, g.edges
 
 
@@ -258,8 +290,19 @@ def _figures(g, span_health):
         node["idle"] = node["id"] not in busy and not node["messages"] and not node.get("spans")
 
 
-def _plain(item):
-    return {k: sorted(v) if isinstance(v, set) else v for k, v in item.items()}
+_SETS = ("sources", "brokers", "versions")
+
+
+def _gone(item, is_edge):
+    """An item only the window before had: its fields without figures (that window is
+    compared by keys only)."""
+    item = {**item, "change": "gone", "health": "idle", "idle": True, "rate": 0.0}
+    if is_edge:
+        item.pop("histogram", None)
+        item.update(error_rate=0.0, dlq_rate=0.0, p95_us=None)
+    elif item["type"] == "service":
+        item.update(spans=0, span_errors=0)
+    return item
 
 
 def _roomy():
@@ -272,22 +315,59 @@ def _roomy():
 def graph(start, end, compare=True, settings=None):
     """The graph of [start, end) as JSON-able {"nodes": [...], "edges": [...]}; with
     `compare`, each node and edge has `change`: `new` (not in the window of the same length
-    just before), `gone` (only in that one, figures of then) or null."""
+    just before), `gone` (only in that one: no figures, the window before is compared by
+    its nodes' and edges' ids) or null."""
     settings = settings or TopologySettings.load()
     with transaction.atomic():
         _roomy()
         nodes, edges = build(start, end, settings)
         if compare:
-            before_nodes, before_edges = build(start - (end - start), start, settings)
+            before_nodes, before_edges = build(start - (end - start), start, settings, keys_only=True)
     if compare:
-        for current, before in ((nodes, before_nodes), (edges, before_edges)):
+        for current, before, is_edge in ((nodes, before_nodes, False), (edges, before_edges, True)):
             for ident, item in current.items():
                 item["change"] = None if ident in before else "new"
             for ident, item in before.items():
                 if ident not in current:
-                    current[ident] = {**item, "change": "gone"}
-    return {"nodes": [_plain(n) for _, n in sorted(nodes.items())],
-            "edges": [_plain(e) for _, e in sorted(edges.items())]}
+                    current[ident] = _gone(item, is_edge)
+    for items in (nodes, edges):
+        for item in items.values():
+            for key in _SETS:
+                value = item.get(key)
+                if value is not None:
+                    item[key] = sorted(value)
+    return {"nodes": [nodes[k] for k in sorted(nodes)], "edges": [edges[k] for k in sorted(edges)]}
+
+
+# Polling pages share an answer for this long: the same window length whose end falls in
+# the same step of this many seconds gets the graph computed for the first of them (at most
+# this old). Per process; 0 turns it off.
+CACHE_SECONDS = 10.0
+_cache = {}
+_cache_lock = threading.Lock()
+
+
+def shared_graph(start, end, compare=True, settings=None):
+    """graph(), shared by the requests for the same window length ending in the same
+    CACHE_SECONDS step, for at most CACHE_SECONDS: (data, store) where `store` is a dict
+    kept with the answer (for its encoded form)."""
+    settings = settings or TopologySettings.load()
+    step = CACHE_SECONDS
+    if step <= 0:
+        return graph(start, end, compare, settings), {}
+    key = (int(end.timestamp() // step), (end - start).total_seconds(), compare, settings.namespace_pattern,
+           settings.warn_error_rate, settings.bad_error_rate)
+    now = time.monotonic()
+    with _cache_lock:
+        for old in [k for k, (expires, _, _) in _cache.items() if expires <= now]:
+            del _cache[old]
+        found = _cache.get(key)
+    if found:
+        return found[1], found[2]
+    data, store = graph(start, end, compare, settings), {}
+    with _cache_lock:
+        _cache[key] = (time.monotonic() + step, data, store)
+    return data, store
 
 
 def neighbourhood(data, node_id, hops=1):

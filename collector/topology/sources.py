@@ -33,6 +33,14 @@ def published(start, end):
         """, [_minute(start), end])
 
 
+def published_keys(start, end):
+    """published()'s rows without figures (zeros): which producers published to which topics."""
+    return [(broker, subject, producer, "", "", 0, 0, 0) for broker, subject, producer in _rows(
+        """
+        SELECT DISTINCT broker_id, subject, producer FROM collector_eventrollup WHERE minute >= %s AND minute < %s
+        """, [_minute(start), end])]
+
+
 def _floor(value, minutes):
     value = _minute(value)
     return value - timedelta(minutes=(value.hour * 60 + value.minute) % minutes)
@@ -87,6 +95,17 @@ def span_edges(start, end):
         FROM collector_topologyedgerollup WHERE {where} GROUP BY 1, 2, 3, 4
         """, [value for part in parts for value in part])
     return [(*row[:7], [int(x or 0) for x in row[7:]]) for row in rows]
+
+
+def span_edge_keys(start, end):
+    """span_edges()'s rows without figures (zeros, no histogram): which edges spans saw."""
+    parts = pieces(start, end)
+    if not parts:
+        return []
+    where = " OR ".join("(width = %s AND minute >= %s AND minute < %s)" for _ in parts)
+    rows = _rows(f'SELECT DISTINCT kind, source, target, "group" FROM collector_topologyedgerollup WHERE {where}',
+                 [value for part in parts for value in part])
+    return [(*row, 0, 0, 0, None) for row in rows]
 
 
 def consumers(start, end):

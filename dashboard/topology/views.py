@@ -1,8 +1,9 @@
 """`/topology/` (the graph, drawn in the browser from `/api/topology`), `/services/<name>/`
 (one service: what it publishes and consumes, its consumers' lag, dead letters, traces, RED
 figures, instances and versions, its neighbourhood) and `/api/topology`."""
+import orjson
 from django.core.exceptions import PermissionDenied
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.http import urlencode
@@ -49,16 +50,23 @@ def api_topology(request):
         return JsonResponse({"error": "hops must be a whole number"}, status=400)
     window = request.window
     settings = TopologySettings.load()
-    data = readers.graph(window.start, window.end, compare=request.GET.get("compare") != "0", settings=settings)
+    data, store = readers.shared_graph(window.start, window.end, compare=request.GET.get("compare") != "0",
+                                       settings=settings)
+    head = orjson.dumps({"window": window_json(window), "collapse_above": settings.collapse_above})
     if request.GET.get("node"):
-        data = readers.neighbourhood(data, request.GET["node"], hops)
-    return JsonResponse({"window": window_json(window), "collapse_above": settings.collapse_above, **data})
+        body = orjson.dumps(readers.neighbourhood(data, request.GET["node"], hops))
+    else:
+        body = store.get("json")
+        if body is None:
+            body = store["json"] = orjson.dumps(data)
+    # One object: the window and settings, then the graph's nodes and edges (encoded once per shared answer).
+    return HttpResponse(head[:-1] + b"," + body[1:], content_type="application/json")
 
 
 def service(request, name):
     require_viewer(request)
     window = request.window
-    data = readers.graph(window.start, window.end)
+    data, _ = readers.shared_graph(window.start, window.end)
     ident = f"service:{name}"
     node = next((n for n in data["nodes"] if n["id"] == ident), None)
     nodes = {n["id"]: n for n in data["nodes"]}

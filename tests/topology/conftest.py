@@ -26,3 +26,11 @@ def topology_collector(transactional_db, settings, monkeypatch):
     running.otlp_http = f"http://127.0.0.1:{port}/v1/traces"
     yield running
     running.stop()
+
+
+@pytest.fixture(autouse=True)
+def unshared_graphs(monkeypatch):
+    """Each request computes its graph: tests change the data between two requests."""
+    from collector.topology import readers
+
+    monkeypatch.setattr(readers, "CACHE_SECONDS", 0)
