@@ -11,16 +11,16 @@ from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
 from django.db import models
 
-__all__ = ["ServiceInstance", "TopologyCursor", "TopologyEdgeRollup", "TopologySettings"]
+__all__ = ["ServiceInstance", "TopologyCursor", "TopologyEdgeRollup", "TopologyPublishRollup", "TopologySettings"]
 
 
 class TopologyEdgeRollup(models.Model):
-    """Per minute (and per 5 minutes and hour, `width`): an edge seen in spans. `kind` is `publish` (a PRODUCER span: service ->
+    """Per minute (and per 5 and 15 minutes and hour, `width`): an edge seen in spans. `kind` is `publish` (a PRODUCER span: service ->
     topic), `consume` (a CONSUMER span: topic -> service, with its consumer group when the
     span names one) or `call` (a client/server parent-child pair across services). Counts
     add: several collectors merge their rows, none overwrites another's."""
 
-    width = models.PositiveSmallIntegerField(default=1, help_text="Minutes the row covers: 1, 5 or 60.")
+    width = models.PositiveSmallIntegerField(default=1, help_text="Minutes the row covers: 1, 5, 15 or 60.")
     minute = models.DateTimeField(help_text="Start of the row's span of time.")
     kind = models.CharField(max_length=8)
     source = models.TextField()
@@ -35,6 +35,28 @@ class TopologyEdgeRollup(models.Model):
         constraints = [models.UniqueConstraint(fields=["width", "minute", "kind", "source", "target", "group"],
                                                name="topologyedge_key")]
         indexes = [models.Index(fields=["width", "minute"], name="topologyedge_minute")]
+
+
+class TopologyPublishRollup(models.Model):
+    """Per 5 minutes and per hour (`width`): the events' per-minute rollup again (topic x
+    producer x type x version), so a long window reads the publish edges from few rows. Added
+    after each commit from the batch's new rows; counts add, several collectors merge."""
+
+    width = models.PositiveSmallIntegerField(help_text="Minutes the row covers: 5, 15 or 60.")
+    minute = models.DateTimeField(help_text="Start of the row's span of time.")
+    broker = models.ForeignKey("collector.Broker", on_delete=models.CASCADE)
+    subject = models.TextField()
+    producer = models.TextField(default="")
+    type = models.TextField(default="")
+    version = models.TextField(default="")
+    count = models.BigIntegerField(default=0)
+    bytes = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["width", "minute", "broker", "subject", "producer", "type", "version"],
+                                               name="topologypublish_key")]
+        indexes = [models.Index(fields=["width", "minute"], name="topologypublish_minute")]
 
 
 class ServiceInstance(models.Model):

@@ -1,5 +1,6 @@
-"""Topology in the collector: an after-commit hook records registration events on
-`service.events`, and a pass every few seconds turns newly received spans into edges."""
+"""Topology in the collector: an after-commit hook adds each batch's new events to the
+publish edges per 5 and 15 minutes and hour and records registration events on `service.events`;
+a pass every few seconds turns newly received spans into edges."""
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
@@ -39,8 +40,11 @@ def registrations_of(rows):
 
 
 async def on_commit(collector, rows):
-    """After-commit hook: registrations become service instances. A message that is no
-    registration stays stored as it is; the reason is logged and counted."""
+    """After-commit hook: the batch's new events are added to the coarse publish edges, and
+    registrations become service instances. A message that is no registration stays stored
+    as it is; the reason is logged and counted."""
+    if any(row.id is not None for row in rows):
+        await database_sync_to_async(writer.record_publishes)(rows)
     found, bad = registrations_of(rows)
     for row, reason in bad:
         log.warning("registration on %s (stream %s seq %s) not understood: %s", row.subject, row.stream, row.seq, reason)

@@ -24,21 +24,46 @@ def brokers():
     return {r[0]: (r[1], r[2]) for r in _rows("SELECT id, name, kind FROM collector_broker", [])}
 
 
+def _published_where(start, end):
+    """(SQL, params): the rows of [start, end) from the events' per-minute rollup for the
+    window's ragged ends and from the 5-minute and hourly publish rows for the rest."""
+    parts = pieces(start, end)
+    minutes = [part for part in parts if part[0] == 1]
+    coarse = [part for part in parts if part[0] != 1]
+    selects, params = [], []
+    if minutes:
+        selects.append("SELECT {columns} FROM collector_eventrollup WHERE "
+                       + " OR ".join("(minute >= %s AND minute < %s)" for _ in minutes))
+        params += [value for part in minutes for value in part[1:]]
+    if coarse:
+        selects.append("SELECT {columns} FROM collector_topologypublishrollup WHERE "
+                       + " OR ".join("(width = %s AND minute >= %s AND minute < %s)" for _ in coarse))
+        params += [value for part in coarse for value in part]
+    return selects, params
+
+
 def published(start, end):
-    """[(broker id, subject, producer, type, version, count, bytes, errors)] from the events' rollup."""
+    """[(broker id, subject, producer, type, version, count, bytes, errors)]: the events' rollup."""
+    selects, params = _published_where(start, end)
+    if not selects:
+        return []
+    columns = "broker_id, subject, producer, type, version, count, bytes, errors"
+    union = " UNION ALL ".join(select.format(columns=columns) for select in selects)
     return _rows(
-        """
-        SELECT broker_id, subject, producer, type, version, sum(count::int), sum(bytes)::bigint, sum(errors::int)
-        FROM collector_eventrollup WHERE minute >= %s AND minute < %s GROUP BY 1, 2, 3, 4, 5
-        """, [_minute(start), end])
+        f"""
+        SELECT broker_id, subject, producer, type, version, sum(count)::bigint, sum(bytes)::bigint,
+               sum(errors)::bigint
+        FROM ({union}) rows GROUP BY 1, 2, 3, 4, 5
+        """, params)
 
 
 def published_keys(start, end):
     """published()'s rows without figures (zeros): which producers published to which topics."""
-    return [(broker, subject, producer, "", "", 0, 0, 0) for broker, subject, producer in _rows(
-        """
-        SELECT DISTINCT broker_id, subject, producer FROM collector_eventrollup WHERE minute >= %s AND minute < %s
-        """, [_minute(start), end])]
+    selects, params = _published_where(start, end)
+    if not selects:
+        return []
+    union = " UNION ".join(select.format(columns="DISTINCT broker_id, subject, producer") for select in selects)
+    return [(broker, subject, producer, "", "", 0, 0, 0) for broker, subject, producer in _rows(union, params)]
 
 
 def _floor(value, minutes):
@@ -75,7 +100,7 @@ def pieces(start, end):
         else:
             split(lo, hi, rest)
 
-    split(start, end, [60, 5])
+    split(start, end, [60, 15, 5])
     return sorted(result, key=lambda piece: piece[1])
 
 
@@ -112,11 +137,12 @@ def consumers(start, end):
     """The consumers that existed during the window (not Eventscope's observers), as dicts."""
     rows = _rows(
         """
-        SELECT b.name, c.kind, c.stream, c.name, c.config, c.lag, c.status, c.waiting, c.gone_at IS NOT NULL
+        SELECT b.name, c.kind, c.stream, c.name, c.config, c.lag, c.status, c.waiting, c.gone_at IS NOT NULL,
+               c.first_seen, c.gone_at
         FROM collector_consumer c JOIN collector_broker b ON b.id = c.broker_id
         WHERE NOT c.observer AND c.first_seen < %s AND (c.gone_at IS NULL OR c.gone_at >= %s)
         """, [end, start])
-    names = ["broker", "kind", "stream", "name", "config", "lag", "status", "waiting", "gone"]
+    names = ["broker", "kind", "stream", "name", "config", "lag", "status", "waiting", "gone", "first_seen", "gone_at"]
     result = []
     for row in rows:
         item = dict(zip(names, row))

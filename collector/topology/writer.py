@@ -1,8 +1,9 @@
-"""The one writer of topology: service instances from registrations, and the span pass
-that turns newly received spans into per-minute edges. Both merge commutatively: counts
+"""The one writer of topology: service instances from registrations, the publish edges per
+5 and 15 minutes and hour from each committed batch, and the span pass that turns newly received
+spans into per-minute edges. Both merge commutatively: counts
 add, instance times take the least / greatest, so several collectors never overwrite
 one another and the order batches commit in does not matter."""
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.db import connection, transaction
 
@@ -13,9 +14,12 @@ from collector.models.traces import DURATION_BUCKETS_US
 SETTLE = timedelta(seconds=5)
 # One pass reads at most this much receive time, so a backlog is taken in bounded transactions.
 STEP = timedelta(minutes=5)
-# Each edge is kept per minute, per 5 minutes and per hour, so a window reads its whole
-# hours and 5-minute blocks from the coarser rows and only its ragged ends per minute.
-WIDTHS = (1, 5, 60)
+# Each edge is kept per minute, per 5 and 15 minutes and per hour, so a window reads its whole
+# hours, quarters and 5-minute blocks from the coarser rows and only its ragged ends per minute.
+WIDTHS = (1, 5, 15, 60)
+# The publish edges are read per minute from the events' rollup, per 5 and 15 minutes and hour from here.
+PUBLISH_WIDTHS = (5, 15, 60)
+_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
 # Where a first pass starts.
 START_BACK = timedelta(hours=1)
 
@@ -89,6 +93,50 @@ def span_pass(settle=None, step=None):
         return written, caught_up
 
 
+def _bin(ts, width):
+    """The start of the `width`-minute block holding `ts` (as date_bin from 2000-01-01 UTC)."""
+    step = width * 60
+    return _ORIGIN + timedelta(seconds=(int((ts - _ORIGIN).total_seconds()) // step) * step)
+
+
+def record_publishes(rows):
+    """Add a committed batch's new events (those given an id: replays and expired rows
+    have none) to the publish edges per 5 and 15 minutes and hour: the same counts the events'
+    per-minute rollup got in the batch's transaction. Returns the rows upserted."""
+    sums = {}
+    for row in rows:
+        if row.id is None:
+            continue
+        for width in PUBLISH_WIDTHS:
+            key = (width, _bin(row.ts, width), row.broker_id, row.subject, row.producer or "", row.type or "",
+                   row.version or "")
+            entry = sums.get(key)
+            if entry is None:
+                entry = sums[key] = [0, 0, 0]
+            entry[0] += 1
+            entry[1] += row.size
+            entry[2] += row.note is not None
+    if not sums:
+        return 0
+    keys = sorted(sums)  # key order: two collectors cannot deadlock
+    columns = list(zip(*keys))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO collector_topologypublishrollup
+                (width, minute, broker_id, subject, producer, type, version, count, bytes, errors)
+            SELECT * FROM unnest(%s::int[], %s::timestamptz[], %s::int8[], %s::text[], %s::text[], %s::text[],
+                                 %s::text[], %s::int8[], %s::int8[], %s::int8[])
+            ON CONFLICT (width, minute, broker_id, subject, producer, type, version) DO UPDATE SET
+                count = collector_topologypublishrollup.count + EXCLUDED.count,
+                bytes = collector_topologypublishrollup.bytes + EXCLUDED.bytes,
+                errors = collector_topologypublishrollup.errors + EXCLUDED.errors
+            """,
+            [*(list(column) for column in columns), [sums[k][0] for k in keys], [sums[k][1] for k in keys],
+             [sums[k][2] for k in keys]])
+        return cursor.rowcount
+
+
 def record_registrations(items):
     """Upsert [(Registration, time)]. The latest announcement of a node decides whether it is
     gone; first and last seen only widen."""
@@ -128,9 +176,11 @@ def record_registrations(items):
 
 
 def prune(before):
-    """Drop span edges and instances older than `before` (the span retention)."""
+    """Drop span and publish edges and instances older than `before` (the span retention)."""
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM collector_topologyedgerollup WHERE minute < %s", [before])
         edges = cursor.rowcount
+        cursor.execute("DELETE FROM collector_topologypublishrollup WHERE minute < %s", [before])
+        edges += cursor.rowcount
         cursor.execute("DELETE FROM collector_serviceinstance WHERE last_seen < %s", [before])
         return edges + cursor.rowcount

@@ -18,8 +18,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from collector.models import Broker
-from collector.topology import readers
+from collector.models import Broker, TopologyPublishRollup
+from collector.topology import readers, sources, writer
 from tests.conftest import nats_publish, run_async, wait_until
 from tests.lag.conftest import add_pull_consumer, make_stream
 
@@ -194,6 +194,14 @@ def test_the_graph_of_a_known_system_has_exactly_its_nodes_and_edges_with_their_
     assert nodes[f"service:payment_{x}"]["instances_from"] == "registrations"
     assert edges[f"call:service:gateway_{x}->service:order_{x}"]["span_count"] == 1
     assert edges[f"call:service:gateway_{x}->service:order_{x}"]["p95_us"] is not None
+    # A long window reads the publish edges from the collector's rows per hour and 5 minutes: the same figures.
+    for width in writer.PUBLISH_WIDTHS:
+        rows = TopologyPublishRollup.objects.filter(width=width, producer=f"order_{x}")
+        assert [(r.subject, r.type, r.version, r.count) for r in rows] == [(f"orders_{x}.created", "order.created", "2", 5)]
+    wide = readers.graph(now - timedelta(hours=3), now + timedelta(hours=3), compare=False)
+    assert 60 in {part[0] for part in sources.pieces(now - timedelta(hours=3), now + timedelta(hours=3))}
+    wide_publish = next(e for e in wide["edges"] if e["id"] == f"publish:service:order_{x}->{created}")
+    assert (wide_publish["messages"], wide_publish["types"]) == (5, publish["types"])
 
 
 def test_the_api_and_the_jaeger_dependencies_carry_the_messaging_edges(known_system, viewer_client):

@@ -4,11 +4,21 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from collector.models import Broker, EventRollup, ServiceInstance
+from collector.models import Broker, EventRollup, ServiceInstance, TopologyPublishRollup
 from collector.topology import writer
 from collector.topology.registrations import Registration
 
 pytestmark = pytest.mark.django_db
+
+
+def rollup(**fields):
+    """An events' rollup row, and the coarse publish rows the collector adds beside it."""
+    row = EventRollup.objects.create(**fields)
+    for width in writer.PUBLISH_WIDTHS:
+        TopologyPublishRollup.objects.create(
+            width=width, minute=writer._bin(row.minute, width), broker=row.broker, subject=row.subject,
+            producer=row.producer, type=row.type, version=row.version, count=row.count, bytes=row.bytes,
+            errors=row.errors)
 
 
 @pytest.fixture
@@ -16,8 +26,8 @@ def shop(db):
     now = datetime.now(UTC)
     broker = Broker.objects.get_or_create(name="nats", defaults={"url": "nats://x"})[0]
     minute = now.replace(second=0, microsecond=0)
-    EventRollup.objects.create(minute=minute, broker=broker, subject="orders.created", producer="go.micro.srv.order",
-                               type="order.created", version="2", count=120, bytes=12000, errors=0)
+    rollup(minute=minute, broker=broker, subject="orders.created", producer="go.micro.srv.order",
+           type="order.created", version="2", count=120, bytes=12000, errors=0)
     writer.record_registrations([(Registration("go.micro.srv.order", "1.4.0", "order-1", "", 1, False), now),
                                  (Registration("go.micro.srv.order", "1.4.0", "order-2", "", 1, False), now)])
     return now
@@ -48,8 +58,8 @@ def test_the_api_takes_the_window_and_says_what_is_wrong_with_a_bad_one(viewer_c
 
 def test_an_edge_gone_since_the_window_before_is_marked_gone(viewer_client, shop):
     broker = Broker.objects.get(name="nats")
-    EventRollup.objects.create(minute=shop.replace(second=0, microsecond=0) - timedelta(minutes=20), broker=broker,
-                               subject="carts.updated", producer="go.micro.srv.cart", count=3)
+    rollup(minute=shop.replace(second=0, microsecond=0) - timedelta(minutes=20), broker=broker,
+           subject="carts.updated", producer="go.micro.srv.cart", count=3)
     body = viewer_client.get("/api/topology?last=15m").json()
     edges = {e["id"]: e for e in body["edges"]}
     assert edges["publish:service:go.micro.srv.cart->topic:carts.updated"]["change"] == "gone"

@@ -83,4 +83,4 @@ def test_two_collectors_passing_at_once_count_each_span_once():
     assert not errors
     assert edges() == {("publish", "order", "orders", ""): (200, 0)}
     # The 5-minute and hourly rows say the same.
-    assert sorted(TopologyEdgeRollup.objects.values_list("width", "count")) == [(1, 200), (5, 200), (60, 200)]
+    assert sorted(TopologyEdgeRollup.objects.values_list("width", "count")) == [(1, 200), (5, 200), (15, 200), (60, 200)]

@@ -87,3 +87,13 @@ def test_unit_a_window_reads_whole_hours_and_5_minute_blocks_and_minutes_only_at
     assert pieces(t(10, 4), t(10, 4)) == []
     covered = sum((hi - lo).total_seconds() for _, lo, hi in pieces(t(9, 59), t(13, 7, 30)))
     assert covered == (t(13, 7, 30) - t(9, 59)).total_seconds()
+
+
+def test_unit_the_edge_p95_is_the_traces_percentile():
+    from collector.models.traces import DURATION_BUCKETS_US
+    from collector.topology.readers import p95
+    from collector.traces.readers import percentile
+
+    size = len(DURATION_BUCKETS_US) + 1
+    for histogram in ([0] * size, [1] + [0] * (size - 1), [0] * (size - 1) + [7], list(range(size)), [40, 15, 5] + [0] * (size - 3)):
+        assert p95(histogram) == percentile(histogram, 0.95)
