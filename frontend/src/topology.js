@@ -6,7 +6,7 @@
 import cytoscape from "cytoscape";
 import dagre from "cytoscape-dagre";
 
-import { edgeLink, edgeSummary, edgeWidth, findNodes, serviceLink, visibleGraph } from "./topologycore.js";
+import { edgeLink, edgeSummary, edgeWidth, findNodes, layeredPositions, serviceLink, visibleGraph } from "./topologycore.js";
 
 cytoscape.use(dagre);
 
@@ -140,12 +140,15 @@ export function initTopology(root) {
         cy.add(elements);
         if (view.nodes.length > LAYERED_MAX) cy.edges().addClass("plain");
       });
-      // dagre's layered layout up to a few hundred nodes; beyond, a breadth-first layering
-      // (linear time) turned left to right, so an expanded 500-service graph draws in seconds.
-      const layout = view.nodes.length <= LAYERED_MAX
-        ? { name: "dagre", rankDir: "LR", nodeSep: 12, rankSep: 80, edgeSep: 6 }
-        : { name: "breadthfirst", directed: true, spacingFactor: 0.6, avoidOverlap: false,
-            transform: (node, position) => ({ x: position.y * 3, y: position.x / 3 }) };
+      // dagre's layered layout up to a few hundred nodes; beyond, breadth-first ranks left to
+      // right placed in linear time (layeredPositions), so an expanded 500-service graph draws quickly.
+      let layout;
+      if (view.nodes.length <= LAYERED_MAX) {
+        layout = { name: "dagre", rankDir: "LR", nodeSep: 12, rankSep: 80, edgeSep: 6 };
+      } else {
+        const positions = layeredPositions(view.nodes, view.edges);
+        layout = { name: "preset", positions: (node) => positions[node.id()] };
+      }
       cy.layout({ ...layout, animate: false, fit: true, padding: 20 }).run();
       if (state.focus) cy.getElementById(state.focus).addClass("match");
     }

@@ -218,3 +218,53 @@ export function edgeSummary(edge) {
   if (edge.change) parts.push(edge.change);
   return parts.join(" · ");
 }
+
+// Positions {id: {x, y}} for a big graph, in linear time: each node's rank is its
+// breadth-first distance from the nodes nothing points at (left to right), and each rank
+// is laid out in columns of `perColumn` nodes, ordered by id so a refresh keeps them in place.
+export function layeredPositions(nodes, edges, { perColumn = 60, rowGap = 34, columnGap = 190, rankGap = 320 } = {}) {
+  const ids = nodes.map((n) => n.id).sort();
+  const out = new Map(ids.map((id) => [id, []]));
+  const indegree = new Map(ids.map((id) => [id, 0]));
+  for (const e of edges) {
+    if (e.source === e.target || !out.has(e.source) || !out.has(e.target)) continue;
+    out.get(e.source).push(e.target);
+    indegree.set(e.target, indegree.get(e.target) + 1);
+  }
+  const rank = new Map();
+  const walk = (starts) => {
+    let frontier = starts.filter((id) => !rank.has(id));
+    for (const id of frontier) rank.set(id, 0);
+    let depth = 0;
+    while (frontier.length) {
+      depth += 1;
+      const next = [];
+      for (const id of frontier) {
+        for (const other of out.get(id)) {
+          if (!rank.has(other)) {
+            rank.set(other, depth);
+            next.push(other);
+          }
+        }
+      }
+      frontier = next;
+    }
+  };
+  walk(ids.filter((id) => indegree.get(id) === 0));
+  for (const id of ids) if (!rank.has(id)) walk([id]); // cycles nothing else reaches
+  const byRank = [];
+  for (const id of ids) {
+    const r = rank.get(id);
+    (byRank[r] ||= []).push(id);
+  }
+  const positions = {};
+  let x = 0;
+  for (const members of byRank) {
+    if (!members) continue;
+    members.forEach((id, i) => {
+      positions[id] = { x: x + Math.floor(i / perColumn) * columnGap, y: (i % perColumn) * rowGap };
+    });
+    x += Math.ceil(members.length / perColumn) * columnGap + rankGap;
+  }
+  return positions;
+}

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { edgeLink, edgeWidth, findNodes, neighbourhood, visibleGraph } from "../src/topologycore.js";
+import { edgeLink, edgeWidth, findNodes, layeredPositions, neighbourhood, visibleGraph } from "../src/topologycore.js";
 
 function service(name, extra = {}) {
   const ns = name.includes(".") ? name.slice(0, name.lastIndexOf(".")) : name;
@@ -85,4 +85,18 @@ test("a big graph draws consumer groups as edges from the topic to the service b
   assert.deepEqual(view.nodes.map((n) => n.id).sort(), ["service:shop.payment", "topic:orders"]);
   assert.deepEqual(view.edges.map((e) => [e.source, e.target, e.group, e.routing]),
     [["topic:orders", "service:shop.payment", "payment", "load-balanced"]]);
+});
+
+test("a big graph's positions rank each node after what points at it, one node per place, the same each time", () => {
+  const nodes = ["service:a", "topic:t", "service:b", "service:c", "service:d"].map((id) => ({ id }));
+  const edges = [
+    { source: "service:a", target: "topic:t" }, { source: "topic:t", target: "service:b" },
+    { source: "service:c", target: "service:d" }, { source: "service:d", target: "service:c" },
+  ];
+  const positions = layeredPositions(nodes, edges, { perColumn: 2 });
+  assert.equal(Object.keys(positions).length, 5);
+  assert.ok(positions["service:a"].x < positions["topic:t"].x && positions["topic:t"].x < positions["service:b"].x);
+  const places = new Set(Object.values(positions).map((p) => `${p.x},${p.y}`));
+  assert.equal(places.size, 5);
+  assert.deepEqual(layeredPositions(nodes.slice().reverse(), edges, { perColumn: 2 }), positions);
 });
