@@ -71,8 +71,9 @@ _RANK = {"idle": 0, "ok": 1, "warn": 2, "bad": 3}
 _STATUS_HEALTH = {"lagging": "warn", "growing": "warn", "stalled": "bad"}
 
 
-def worst(*values):
-    return max(values, key=lambda v: _RANK.get(v, 0))
+def worst(a, b):
+    """The worse of two healths (the first on a tie)."""
+    return a if _RANK.get(a, 0) >= _RANK.get(b, 0) else b
 
 
 class _Graph:
@@ -372,6 +373,7 @@ def graph(start, end, compare=True, settings=None):
 CACHE_SECONDS = 10.0
 _cache = {}
 _cache_lock = threading.Lock()
+_clock = time.monotonic
 
 
 def shared_graph(start, end, compare=True, settings=None):
@@ -384,7 +386,7 @@ def shared_graph(start, end, compare=True, settings=None):
         return graph(start, end, compare, settings), {}
     key = (int(end.timestamp() // step), (end - start).total_seconds(), compare, settings.namespace_pattern,
            settings.warn_error_rate, settings.bad_error_rate)
-    now = time.monotonic()
+    now = _clock()
     with _cache_lock:
         for old in [k for k, (expires, _, _) in _cache.items() if expires <= now]:
             del _cache[old]
@@ -393,7 +395,7 @@ def shared_graph(start, end, compare=True, settings=None):
         return found[1], found[2]
     data, store = graph(start, end, compare, settings), {}
     with _cache_lock:
-        _cache[key] = (time.monotonic() + step, data, store)
+        _cache[key] = (_clock() + step, data, store)
     return data, store
 
 

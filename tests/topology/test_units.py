@@ -74,15 +74,15 @@ def test_unit_namespaces_are_the_name_before_its_last_dot_or_the_admins_pattern(
     assert namespace("plain", r"^team-(\w+)-") == "plain"
 
 
-def test_unit_a_window_reads_whole_hours_and_5_minute_blocks_and_minutes_only_at_its_ends():
+def test_unit_a_window_reads_whole_hours_quarters_5_minute_blocks_and_minutes_only_at_its_ends():
     from datetime import datetime
 
     from collector.topology.sources import pieces
 
     t = lambda h, m, s=0: datetime(2026, 11, 30, h, m, s, tzinfo=UTC)
     assert pieces(t(10, 23, 40), t(12, 41)) == [
-        (1, t(10, 23), t(10, 25)), (5, t(10, 25), t(11, 0)), (60, t(11, 0), t(12, 0)), (5, t(12, 0), t(12, 40)),
-        (1, t(12, 40), t(12, 41))]
+        (1, t(10, 23), t(10, 25)), (5, t(10, 25), t(10, 30)), (15, t(10, 30), t(11, 0)), (60, t(11, 0), t(12, 0)),
+        (15, t(12, 0), t(12, 30)), (5, t(12, 30), t(12, 40)), (1, t(12, 40), t(12, 41))]
     assert pieces(t(10, 1), t(10, 4)) == [(1, t(10, 1), t(10, 4))]
     assert pieces(t(10, 4), t(10, 4)) == []
     covered = sum((hi - lo).total_seconds() for _, lo, hi in pieces(t(9, 59), t(13, 7, 30)))
