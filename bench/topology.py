@@ -265,10 +265,10 @@ def main():
         user.groups.add(Group.objects.get_or_create(name="viewer")[0])
         client = Client()
         client.force_login(user)
-        from collector.topology import readers
+        from collector.topology import shared as sharing
 
-        shared = readers.CACHE_SECONDS
-        readers.CACHE_SECONDS = 0  # every request computes its graph, until the shared figure
+        shared = sharing.CACHE_SECONDS
+        sharing.CACHE_SECONDS = 0  # every request computes its graph, until the shared figure
         if args.explain:
             explain()
             import cProfile
@@ -287,7 +287,7 @@ def main():
             median, p95, size = timed(client, url, count)
             print(f"  {url:34} median {median:6.0f} ms, p95 {p95:6.0f} ms ({count} requests, {size / 1e6:.1f} MB JSON)",
                   flush=True)
-        readers.CACHE_SECONDS = shared
+        sharing.CACHE_SECONDS = shared
         print(f"polling pages sharing an answer for {shared:.0f} s (one request in {shared:.0f} s computes it):")
         median, p95, size = timed(client, "/api/topology?last=1h", args.requests)
         print(f"  {'/api/topology?last=1h':34} median {median:6.0f} ms, p95 {p95:6.0f} ms ({args.requests} requests)",

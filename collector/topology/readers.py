@@ -12,68 +12,16 @@ convention) unless consumer spans naming the group (or, without a group name, re
 topic under the conventional name) say which service processes it: `service_from` tells
 which (`name` or `spans`).
 """
-import re
-import threading
-import time
+import gc
 from collections import defaultdict, deque
+from contextlib import contextmanager
 
 from django.db import connection, transaction
 
 from collector.models.topology import TopologySettings
-from collector.models.traces import DURATION_BUCKETS_US
 from collector.topology import sources
 from collector.topology.consumers import group_of, routing_of
-
-
-def namespace(name, pattern=""):
-    """The namespace a service is collapsed into: the first group of the admin's pattern,
-    else the part before the last dot (`go.micro.srv.order` -> `go.micro.srv`), else the name."""
-    if pattern:
-        try:
-            match = re.search(pattern, name)
-        except re.error:
-            match = None
-        if match:
-            return match.group(1) if match.groups() else match.group(0)
-    return name.rsplit(".", 1)[0] if "." in name else name
-
-
-def health(errors, count, thresholds):
-    if not count:
-        return "idle"
-    share = errors / count
-    if share > thresholds.bad_error_rate:
-        return "bad"
-    if share > thresholds.warn_error_rate:
-        return "warn"
-    return "ok"
-
-
-_BOUNDS = [0, *DURATION_BUCKETS_US, DURATION_BUCKETS_US[-1] * 2]
-
-
-def p95(histogram):
-    """traces.readers.percentile(histogram, 0.95) without its per-call set-up (thousands of edges)."""
-    total = sum(histogram)
-    if not total:
-        return None
-    rank = 0.95 * total
-    seen = 0
-    for index, count in enumerate(histogram):
-        if count and seen + count >= rank:
-            low, high = _BOUNDS[index], _BOUNDS[index + 1]
-            return int(low + (high - low) * (rank - seen) / count)
-        seen += count
-    return _BOUNDS[-1]
-
-
-_RANK = {"idle": 0, "ok": 1, "warn": 2, "bad": 3}
-_STATUS_HEALTH = {"lagging": "warn", "growing": "warn", "stalled": "bad"}
-
-
-def worst(a, b):
-    """The worse of two healths (the first on a tie)."""
-    return a if _RANK.get(a, 0) >= _RANK.get(b, 0) else b
+from collector.topology.figures import STATUS_HEALTH, health, namespace, p95, worst
 
 
 class _Graph:
@@ -288,7 +236,7 @@ def _figures(g, span_health):
         histogram = edge.pop("histogram")
         edge["p95_us"] = p95(histogram) if histogram else None
         edge["health"] = worst(health(edge["errors"] + edge["dead_letters"], count, thresholds),
-                               _STATUS_HEALTH.get(edge.get("status"), "idle"))
+                               STATUS_HEALTH.get(edge.get("status"), "idle"))
         edge["idle"] = count == 0
         types = edge.pop("types", None)
         if types:
@@ -299,7 +247,7 @@ def _figures(g, span_health):
             node.update(spans=spans, span_errors=errors)
             node["health"] = health(errors, spans, thresholds)
         elif node["type"] == "group":
-            node["health"] = worst(_STATUS_HEALTH.get(node["status"], "ok"), "ok" if node["messages"] else "idle")
+            node["health"] = worst(STATUS_HEALTH.get(node["status"], "ok"), "ok" if node["messages"] else "idle")
         else:
             node["health"] = health(node["errors"], node["messages"], thresholds)
         node["rate"] = node["messages"] / g.seconds
@@ -331,6 +279,20 @@ def _gone(item, is_edge):
     return item
 
 
+@contextmanager
+def _no_gc():
+    """The cyclic garbage collector paused while a graph's thousands of dicts are made (it
+    would scan them all again and again; none of them forms a cycle); reference counting
+    still frees as usual."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _roomy():
     """Room for the rollup aggregates to hash in memory (the default 4 MB spills them to disk
     at a few hundred services); for this transaction only."""
@@ -344,6 +306,11 @@ def graph(start, end, compare=True, settings=None):
     just before), `gone` (only in that one: no figures, the window before is compared by
     its nodes' and edges' ids) or null."""
     settings = settings or TopologySettings.load()
+    with _no_gc():
+        return _graph(start, end, compare, settings)
+
+
+def _graph(start, end, compare, settings):
     with transaction.atomic():
         _roomy()
         before = start - (end - start)
@@ -365,38 +332,6 @@ def graph(start, end, compare=True, settings=None):
                 if value is not None:
                     item[key] = sorted(value)
     return {"nodes": [nodes[k] for k in sorted(nodes)], "edges": [edges[k] for k in sorted(edges)]}
-
-
-# Polling pages share an answer for this long: the same window length whose end falls in
-# the same step of this many seconds gets the graph computed for the first of them (at most
-# this old). Per process; 0 turns it off.
-CACHE_SECONDS = 10.0
-_cache = {}
-_cache_lock = threading.Lock()
-_clock = time.monotonic
-
-
-def shared_graph(start, end, compare=True, settings=None):
-    """graph(), shared by the requests for the same window length ending in the same
-    CACHE_SECONDS step, for at most CACHE_SECONDS: (data, store) where `store` is a dict
-    kept with the answer (for its encoded form)."""
-    settings = settings or TopologySettings.load()
-    step = CACHE_SECONDS
-    if step <= 0:
-        return graph(start, end, compare, settings), {}
-    key = (int(end.timestamp() // step), (end - start).total_seconds(), compare, settings.namespace_pattern,
-           settings.warn_error_rate, settings.bad_error_rate)
-    now = _clock()
-    with _cache_lock:
-        for old in [k for k, (expires, _, _) in _cache.items() if expires <= now]:
-            del _cache[old]
-        found = _cache.get(key)
-    if found:
-        return found[1], found[2]
-    data, store = graph(start, end, compare, settings), {}
-    with _cache_lock:
-        _cache[key] = (_clock() + step, data, store)
-    return data, store
 
 
 def neighbourhood(data, node_id, hops=1):

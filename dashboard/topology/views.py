@@ -10,7 +10,7 @@ from django.utils.http import urlencode
 
 from collector.models import ServiceInstance, TopologySettings
 from collector.roles import ROLES, has_role
-from collector.topology import readers
+from collector.topology import readers, shared
 from collector.traces import readers as trace_readers
 from dashboard.presenters import window_json
 
@@ -50,7 +50,7 @@ def api_topology(request):
         return JsonResponse({"error": "hops must be a whole number"}, status=400)
     window = request.window
     settings = TopologySettings.load()
-    data, store = readers.shared_graph(window.start, window.end, compare=request.GET.get("compare") != "0",
+    data, store = shared.shared_graph(window.start, window.end, compare=request.GET.get("compare") != "0",
                                        settings=settings)
     head = orjson.dumps({"window": window_json(window), "collapse_above": settings.collapse_above})
     if request.GET.get("node"):
@@ -66,7 +66,7 @@ def api_topology(request):
 def service(request, name):
     require_viewer(request)
     window = request.window
-    data, _ = readers.shared_graph(window.start, window.end)
+    data, _ = shared.shared_graph(window.start, window.end)
     ident = f"service:{name}"
     node = next((n for n in data["nodes"] if n["id"] == ident), None)
     nodes = {n["id"]: n for n in data["nodes"]}

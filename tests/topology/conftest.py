@@ -31,6 +31,6 @@ def topology_collector(transactional_db, settings, monkeypatch):
 @pytest.fixture(autouse=True)
 def unshared_graphs(monkeypatch):
     """Each request computes its graph: tests change the data between two requests."""
-    from collector.topology import readers
+    from collector.topology import shared
 
-    monkeypatch.setattr(readers, "CACHE_SECONDS", 0)
+    monkeypatch.setattr(shared, "CACHE_SECONDS", 0)

@@ -96,22 +96,22 @@ def test_a_later_deregistration_wins_and_an_earlier_one_arriving_late_does_not(d
 
 
 def test_polling_pages_share_an_answer_for_a_few_seconds_then_see_new_data(shop, monkeypatch):
-    from collector.topology import readers
+    from collector.topology import shared
 
-    monkeypatch.setattr(readers, "CACHE_SECONDS", 10.0)
+    monkeypatch.setattr(shared, "CACHE_SECONDS", 10.0)
     clock = [1000.0]
-    monkeypatch.setattr(readers, "_clock", lambda: clock[0])
-    monkeypatch.setattr(readers, "_cache", {})
+    monkeypatch.setattr(shared, "_clock", lambda: clock[0])
+    monkeypatch.setattr(shared, "_cache", {})
     end = datetime.fromtimestamp(int(shop.timestamp()) // 10 * 10 + 10, UTC)  # the start of a 10 s step
-    first, _ = readers.shared_graph(end - timedelta(hours=1), end)
+    first, _ = shared.shared_graph(end - timedelta(hours=1), end)
     rollup(minute=shop.replace(second=0, microsecond=0), broker=Broker.objects.get(name="nats"),
            subject="carts.updated", producer="go.micro.srv.cart", count=3)
     # Same window length, end in the same step: the same answer, not recomputed.
-    again, _ = readers.shared_graph(end - timedelta(hours=1) + timedelta(seconds=9), end + timedelta(seconds=9))
+    again, _ = shared.shared_graph(end - timedelta(hours=1) + timedelta(seconds=9), end + timedelta(seconds=9))
     assert again is first and "topic:carts.updated" not in {n["id"] for n in again["nodes"]}
     # Another length is another answer; and once the time is up the same window is computed again.
-    other, _ = readers.shared_graph(end - timedelta(hours=2), end)
+    other, _ = shared.shared_graph(end - timedelta(hours=2), end)
     assert "topic:carts.updated" in {n["id"] for n in other["nodes"]}
     clock[0] += 10.5
-    fresh, _ = readers.shared_graph(end - timedelta(hours=1), end)
+    fresh, _ = shared.shared_graph(end - timedelta(hours=1), end)
     assert fresh is not first and "topic:carts.updated" in {n["id"] for n in fresh["nodes"]}
