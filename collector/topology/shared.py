@@ -12,6 +12,8 @@ from collector.topology.readers import graph
 # the same step of this many seconds gets the graph computed for the first of them (at most
 # this old). Per process; 0 turns it off.
 CACHE_SECONDS = 10.0
+# At most this many answers kept (the oldest go first): windows asked for at once are few.
+CACHE_ANSWERS = 8
 _cache = {}
 _cache_lock = threading.Lock()
 _clock = time.monotonic
@@ -37,4 +39,6 @@ def shared_graph(start, end, compare=True, settings=None):
     data, store = graph(start, end, compare, settings), {}
     with _cache_lock:
         _cache[key] = (_clock() + step, data, store)
+        while len(_cache) > CACHE_ANSWERS:
+            del _cache[min(_cache, key=lambda k: _cache[k][0])]
     return data, store
