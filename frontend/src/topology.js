@@ -17,19 +17,22 @@ const FILLS = { service: "#e5efff", topic: "#fff8e1", group: "#eef1f4", namespac
 
 const STYLE = [
   { selector: "node", style: {
-    label: "data(label)", shape: (n) => SHAPES[n.data("type")] || "ellipse", "background-color": (n) => FILLS[n.data("type")] || "#fff",
-    "border-width": 2, "border-color": (n) => COLOURS[n.data("health")] || COLOURS.idle, "font-size": 11,
+    label: "data(label)", shape: "ellipse", "background-color": "#fff",
+    "border-width": 2, "border-color": COLOURS.idle, "font-size": 11,
     "text-valign": "center", "text-halign": "center", width: "label", height: 26, padding: "8px", "text-wrap": "none",
     "min-zoomed-font-size": 7 } },
+  // Plain selectors rather than style functions: Cytoscape caches them across thousands of elements.
+  ...Object.keys(SHAPES).map((type) => ({ selector: `node[type = '${type}']`, style: { shape: SHAPES[type], "background-color": FILLS[type] } })),
+  ...Object.keys(COLOURS).map((h) => ({ selector: `node[health = '${h}']`, style: { "border-color": COLOURS[h] } })),
   { selector: "node[change = 'new']", style: { "border-style": "double", "border-width": 4, "font-weight": "bold" } },
   { selector: "node[change = 'gone']", style: { "border-style": "dashed", opacity: 0.5 } },
   { selector: "node.match", style: { "overlay-color": "#1f6feb", "overlay-opacity": 0.18, "overlay-padding": 6 } },
   { selector: "edge", style: {
-    width: "data(width)", "line-color": (e) => COLOURS[e.data("health")] || COLOURS.idle,
-    "target-arrow-color": (e) => COLOURS[e.data("health")] || COLOURS.idle, "target-arrow-shape": "triangle",
+    width: "data(width)", "line-color": COLOURS.idle, "target-arrow-color": COLOURS.idle, "target-arrow-shape": "triangle",
     "curve-style": "bezier", "arrow-scale": 0.8, label: "data(label)", "font-size": 9, color: "#5f6b7a",
     "text-rotation": "autorotate", "text-background-color": "#fff", "text-background-opacity": 0.8,
     "min-zoomed-font-size": 8 } },
+  ...Object.keys(COLOURS).map((h) => ({ selector: `edge[health = '${h}']`, style: { "line-color": COLOURS[h], "target-arrow-color": COLOURS[h] } })),
   // Big graphs: straight edges, the cheapest to draw.
   { selector: "edge.plain", style: { "curve-style": "haystack", "haystack-radius": 0 } },
   { selector: "edge[kind = 'consume']", style: { "line-style": "dashed" } },
@@ -52,9 +55,11 @@ function edgeLabel(edge) {
 
 function elementsOf(view) {
   const maxRate = Math.max(0, ...view.edges.map((e) => e.rate || 0));
+  // A big graph's edges carry no label (each would be measured and drawn; hovering tells the same).
+  const big = view.nodes.length > LAYERED_MAX;
   const nodes = view.nodes.map((n) => ({ group: "nodes", data: { ...n, label: label(n) } }));
   const edges = view.edges.map((e) => ({
-    group: "edges", data: { ...e, width: edgeWidth(e.rate, maxRate), label: edgeLabel(e) } }));
+    group: "edges", data: { ...e, width: edgeWidth(e.rate, maxRate), label: big ? "" : edgeLabel(e) } }));
   const byId = (a, b) => (a.data.id < b.data.id ? -1 : a.data.id > b.data.id ? 1 : 0);
   return nodes.sort(byId).concat(edges.sort(byId));
 }
