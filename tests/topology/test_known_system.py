@@ -102,6 +102,7 @@ def wait_for_everything(graph, x, broker):
         shipping = f"consume:topic:orders_{x}.created->group:{broker}/ORDERS_{x}/shipping_{x}"
         return (len([e for e in edges.values() if e["kind"] == "consume"]) == 4
                 and f"call:service:gateway_{x}->service:order_{x}" in edges
+                and f"publish:service:payment_{x}->topic:payments_{x}.done" in edges
                 and "events" in nodes.get(f"service:order_{x}", {}).get("sources", [])
                 and nodes.get(f"service:payment_{x}", {}).get("instances") == 2
                 and edges.get(shipping, {}).get("sources") == ["consumers", "spans"])
