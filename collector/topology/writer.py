@@ -93,7 +93,7 @@ def span_pass(settle=None, step=None):
         return written, caught_up
 
 
-def _bin(ts, width):
+def block_start(ts, width):
     """The start of the `width`-minute block holding `ts` (as date_bin from 2000-01-01 UTC)."""
     step = width * 60
     return _ORIGIN + timedelta(seconds=(int((ts - _ORIGIN).total_seconds()) // step) * step)
@@ -103,19 +103,32 @@ def record_publishes(rows):
     """Add a committed batch's new events (those given an id: replays and expired rows
     have none) to the publish edges per 5 and 15 minutes and hour: the same counts the events'
     per-minute rollup got in the batch's transaction. Returns the rows upserted."""
-    sums = {}
+    # By 5 minutes first (one key per event), then the 15- and 60-minute blocks from those:
+    # under a microsecond per event in the collector. The blocks start on whole multiples of
+    # their width since the epoch, as date_bin from 2000-01-01 UTC does.
+    fives = {}
     for row in rows:
         if row.id is None:
             continue
+        key = (int(row.ts.timestamp()) // 300, row.broker_id, row.subject, row.producer or "", row.type or "",
+               row.version or "")
+        entry = fives.get(key)
+        if entry is None:
+            entry = fives[key] = [0, 0, 0]
+        entry[0] += 1
+        entry[1] += row.size
+        entry[2] += row.note is not None
+    sums = {}
+    for (five, *rest), (count, size, errors) in fives.items():
         for width in PUBLISH_WIDTHS:
-            key = (width, _bin(row.ts, width), row.broker_id, row.subject, row.producer or "", row.type or "",
-                   row.version or "")
+            per = width // 5
+            key = (width, datetime.fromtimestamp(five // per * per * 300, UTC), *rest)
             entry = sums.get(key)
             if entry is None:
                 entry = sums[key] = [0, 0, 0]
-            entry[0] += 1
-            entry[1] += row.size
-            entry[2] += row.note is not None
+            entry[0] += count
+            entry[1] += size
+            entry[2] += errors
     if not sums:
         return 0
     keys = sorted(sums)  # key order: two collectors cannot deadlock

@@ -16,7 +16,7 @@ def rollup(**fields):
     row = EventRollup.objects.create(**fields)
     for width in writer.PUBLISH_WIDTHS:
         TopologyPublishRollup.objects.create(
-            width=width, minute=writer._bin(row.minute, width), broker=row.broker, subject=row.subject,
+            width=width, minute=writer.block_start(row.minute, width), broker=row.broker, subject=row.subject,
             producer=row.producer, type=row.type, version=row.version, count=row.count, bytes=row.bytes,
             errors=row.errors)
 
@@ -115,3 +115,23 @@ def test_polling_pages_share_an_answer_for_a_few_seconds_then_see_new_data(shop,
     clock[0] += 10.5
     fresh, _ = shared.shared_graph(end - timedelta(hours=1), end)
     assert fresh is not first and "topic:carts.updated" in {n["id"] for n in fresh["nodes"]}
+
+
+def test_a_committed_batch_adds_its_new_events_to_the_publish_blocks(db):
+    from types import SimpleNamespace
+
+    broker = Broker.objects.get_or_create(name="nats", defaults={"url": "nats://x"})[0]
+    at = datetime(2026, 11, 30, 10, 59, 58, tzinfo=UTC)
+
+    def row(ident, ts, note=None):
+        return SimpleNamespace(id=ident, ts=ts, broker_id=broker.id, subject="orders.created", producer="order",
+                               type="order.created", version="2", size=100, note=note)
+
+    # A replay (no id) counts nothing; 10:59:58 and 11:00:03 fall in different blocks of every width.
+    writer.record_publishes([row(1, at), row(2, at, note="bad"), row(None, at), row(3, at + timedelta(seconds=5))])
+    found = sorted(TopologyPublishRollup.objects.values_list("width", "minute", "count", "bytes", "errors"))
+    assert found == sorted(
+        [(w, writer.block_start(at, w), 2, 200, 1) for w in writer.PUBLISH_WIDTHS]
+        + [(w, writer.block_start(at + timedelta(seconds=5), w), 1, 100, 0) for w in writer.PUBLISH_WIDTHS])
+    assert {m.minute for m in TopologyPublishRollup.objects.filter(width=60)} == {at.replace(minute=0, second=0),
+                                                                                  at.replace(hour=11, minute=0, second=0)}
