@@ -14,6 +14,7 @@ from collector.models import (
     LagSettings,
     LagThreshold,
     RuntimeSettings,
+    TopologySettings,
     TraceSettings,
 )
 from collector.models.traces import ShareLink
@@ -219,3 +220,11 @@ class LagCrossingAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+@admin.register(TopologySettings)
+class TopologySettingsAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "namespace_pattern", "warn_error_rate", "bad_error_rate", "collapse_above"]
+
+    def has_add_permission(self, request):
+        return not TopologySettings.objects.exists()

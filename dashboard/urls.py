@@ -16,4 +16,5 @@ urlpatterns = [
     path("", include("dashboard.audit.urls")),
     path("", include("dashboard.live.urls")),
     path("", include("dashboard.versions.urls")),
+    path("", include("dashboard.topology.urls")),
 ]

@@ -1,5 +1,6 @@
 // Builds the browser bundle the dashboard serves: src/app.js and src/styles.css
-// become app.js and app.css in dashboard/static/eventscope/ (or in --outdir DIR).
+// become app.js and app.css in dashboard/static/eventscope/ (or in --outdir DIR);
+// src/topology.js (with Cytoscape.js) becomes topology.js, loaded only by the graph pages.
 //
 // The output is committed so that running Eventscope needs Python only, and a test
 // rebuilds it and compares bytes; so the build must be deterministic: no timestamps,
@@ -37,4 +38,5 @@ const common = {
 await Promise.all([
   build({ ...common, entryPoints: ["src/app.js"], outfile: path.join(outdir, "app.js"), format: "iife" }),
   build({ ...common, entryPoints: ["src/styles.css"], outfile: path.join(outdir, "app.css") }),
+  build({ ...common, entryPoints: ["src/topology.js"], outfile: path.join(outdir, "topology.js"), format: "iife" }),
 ]);

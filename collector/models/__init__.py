@@ -9,3 +9,4 @@ from collector.models.events import *  # noqa: F401,F403
 from collector.models.lag import *  # noqa: F401,F403
 from collector.models.traces import *  # noqa: F401,F403
 from collector.models.versions import *  # noqa: F401,F403
+from collector.models.topology import *  # noqa: F401,F403

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 from django.http import JsonResponse
 
+from collector.topology import readers as topology
 from collector.traces import readers
 from dashboard.timewindow import BadWindow, Window, check_span
 
@@ -133,7 +134,8 @@ def trace(request, trace_id):
 
 
 def dependencies(request):
-    """`/api/dependencies?endTs=<ms>&lookback=<ms>`: [{"parent", "child", "callCount"}]."""
+    """`/api/dependencies?endTs=<ms>&lookback=<ms>`: [{"parent", "child", "callCount"}]: calls seen
+    in spans and messaging edges through topics."""
     try:
         end_ms = int(request.GET.get("endTs") or datetime.now(timezone.utc).timestamp() * 1000)
         lookback_ms = int(request.GET.get("lookback") or 24 * 3600 * 1000)
@@ -146,8 +148,12 @@ def dependencies(request):
         start = end - timedelta(milliseconds=lookback_ms)
     except (ValueError, OverflowError, OSError):
         return _error(400, "endTs and lookback must give times between the years 1 and 9999")
-    links = readers.dependencies(start, end)
-    return _response([{"parent": parent, "child": child, "callCount": calls} for parent, child, calls in links])
+    calls = {(parent, child): count for parent, child, count in readers.dependencies(start, end)}
+    # Messaging edges (producer service -> consumer service through a topic), from the topology.
+    for parent, child, count in topology.messaging_dependencies(start, end):
+        calls[(parent, child)] = calls.get((parent, child), 0) + count
+    return _response([{"parent": parent, "child": child, "callCount": count}
+                      for (parent, child), count in sorted(calls.items())])
 
 
 # --- model/json ------------------------------------------------------------------

@@ -13,8 +13,9 @@ def test_a_bounded_demo_run_fills_the_store_with_topics_producers_versions_dead_
         run_collector, capsys):
     """Without a namespace, as `./eventscope up` runs it (its streams must suit the server)."""
     from collector.deadletters import capture
+    from collector.topology import service as topology
 
-    running = run_collector(installs=[capture.install])
+    running = run_collector(installs=[capture.install, topology.install])
     call_command("demo", count=20, rate=100, fail_fraction=0.5, max_deliver=2,
                  retry_delay=0.05, slow_delay=0.01, initial_stock=1, wave_period=0, drain_timeout=20,
                  exporters="none")
@@ -43,4 +44,12 @@ def test_a_bounded_demo_run_fills_the_store_with_topics_producers_versions_dead_
     untraced = Event.objects.filter(stream__in=DEMO_STREAMS, trace_id__isnull=True).exclude(
         subject="service.events")
     assert not untraced.exists()
+    # Each instance registered on service.events (name, version, node) and deregistered when the run ended.
+    from collector.models import ServiceInstance
+
+    wait_until(lambda: ServiceInstance.objects.filter(service="order", deregistered__isnull=False).count() == 4, 30,
+               "the four order instances registered and gone")
+    orders = ServiceInstance.objects.filter(service="order")
+    assert len({row.node for row in orders}) == 4 and len({row.version for row in orders}) == 2
+    assert {"payment", "notification"} <= set(ServiceInstance.objects.values_list("service", flat=True))
     running.stop()
