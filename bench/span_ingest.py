@@ -187,10 +187,12 @@ def main():
     print(f"{'OTLP/HTTP receiver -> PostgreSQL':52} {otlp_rate:9,.0f}   ({otlp_stored:,}/{len(spans):,} stored, "
           f"{options.clients} exporters)")
     print(f"{'Jaeger agent UDP receiver -> PostgreSQL':52} {udp_rate:9,.0f}   ({udp_stored:,}/{udp_spans:,} stored, "
-          f"{udp_counters.dropped} datagrams dropped by the queue)")
+          f"{udp_counters.dropped} datagrams dropped by the queue, {udp_counters.dropped_by_kernel} by the kernel)")
     floor_otlp = min(otlp_decode, write_new)
     floor_udp = min(udp_decode, write_new)
-    print(f"\nOTLP/HTTP: {otlp_rate / floor_otlp:.0%} of min(decode, write) = {floor_otlp:,.0f}")
+    print(f"\nOTLP/HTTP: {otlp_rate / otlp_decode:.0%} of raw decode ({otlp_decode:,.0f} spans/s)")
+    print(f"OTLP/HTTP: {otlp_rate / floor_otlp:.0%} of min(decode, write) = {floor_otlp:,.0f}")
+    print(f"UDP burst: {udp_stored / udp_spans:.1%} of spans kept")
     print(f"UDP agent: {udp_rate / floor_udp:.0%} of min(decode, write) = {floor_udp:,.0f}")
     print(f"OpenTelemetry Collector, published: ~{PUBLISHED_OTEL_COLLECTOR:,} spans/s OTLP on 2 CPUs, without storage")
 

@@ -17,14 +17,19 @@ machine) are decoded in threads of the receiver, not on the event loop, which al
 reads and acks the broker's messages. The decoders hold the GIL most of the time, but
 the interpreter hands it to the loop every few milliseconds; only protobuf's own parse
 of a body holds it in one go (a fraction of a second for 16 MB). Agent datagrams
-(64 KB at most) are decoded on the loop.
+(64 KB at most) are read by a process of their own that only drains the socket
+(`collector.traces.udpdrain`) and decoded in a thread here.
 """
 import asyncio
 import base64
 import binascii
 import hmac
 import logging
+import os
 import socket
+import subprocess
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 
@@ -37,6 +42,7 @@ from opentelemetry.proto.collector.trace.v1 import (
     trace_service_pb2_grpc,
 )
 
+from collector.traces import udpdrain
 from collector.traces.jaeger import decode_jaeger_agent, decode_jaeger_batch
 from collector.traces.model import SpanDecodeError
 from collector.traces.otlp import (
@@ -49,6 +55,7 @@ log = logging.getLogger("collector.spans.receivers")
 
 MAX_BODY = 16 * 1024 * 1024
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
+UDP_QUEUE_BYTES = 64 * 1024 * 1024  # a burst of ~1,000 full agent datagrams waits here to be decoded
 _THRIFT_TYPES = frozenset({"application/x-thrift", "application/vnd.apache.thrift.binary"})
 _RETRY_LATER = "spans could not be stored; retry later"
 DECODE_THREADS = 2  # bodies of one receiver decoded at once; more wait their turn
@@ -70,6 +77,7 @@ class Counters:
     bad_payloads: int = 0  # undecodable, too large or of the wrong content type
     sink_failures: int = 0  # payloads whose spans the sink did not take
     dropped: int = 0  # datagrams dropped because the decode queue was full
+    dropped_by_kernel: int = 0  # datagrams the kernel dropped: the socket's receive buffer was full
     unauthorized: int = 0  # requests refused for a missing or wrong token
 
 
@@ -118,6 +126,9 @@ class Receiver:
         self._stop = stop
         self._stopping = None
 
+    def refresh(self):
+        """Bring counters kept outside the receiver up to date (before they are read)."""
+
     def close(self):
         """Start stopping; call it on the receiver's event loop."""
         if self._stopping is None:
@@ -150,54 +161,145 @@ async def _deliver(name, result, sink, counters):
 # Jaeger agent: UDP datagrams -----------------------------------------------------------
 
 
-class _DatagramQueue(asyncio.DatagramProtocol):
-    def __init__(self, queue, counters):
-        self.queue = queue
-        self.counters = counters
+class _AgentSocket:
+    """One agent port: the bound socket, the drain process that reads it (see
+    `collector.traces.udpdrain`), and a thread of the collector that decodes what the
+    drain passes on and hands the spans to the sink on the event loop."""
 
-    def datagram_received(self, data, addr):
-        self.counters.payloads += 1
+    def __init__(self, name, sock, protocol, sink, counters, loop, queue_size, queue_bytes):
+        self.name, self.sock, self.protocol, self.sink = name, sock, protocol, sink
+        self.counters, self.loop = counters, loop
+        self.queue_size, self.queue_bytes = queue_size, queue_bytes
+        self.inode = os.fstat(sock.fileno()).st_ino
+        self.stopping = False
+        self.process = None
+        self._base = (0, 0)  # counts of drain processes that ended before this one
+        self.thread = threading.Thread(target=self._run, name=f"decode {name}", daemon=True)
+
+    def start(self):
+        self.stream = self._spawn()
+        self.thread.start()
+
+    def _spawn(self):
+        read_fd, write_fd = os.pipe()
         try:
-            self.queue.put_nowait((data, addr))
-        except asyncio.QueueFull:
-            self.counters.dropped += 1
+            self.process = subprocess.Popen(
+                [sys.executable, udpdrain.__file__, str(self.sock.fileno()), str(write_fd), str(os.getpid()),
+                 str(self.queue_size), str(self.queue_bytes)],
+                pass_fds=(self.sock.fileno(), write_fd), stdin=subprocess.DEVNULL, close_fds=True,
+            )
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        return os.fdopen(read_fd, "rb", buffering=1024 * 1024)
+
+    def _run(self):
+        while True:
+            received = dropped = 0
+            with self.stream:
+                while (frame := self._frame()) is not None:
+                    received, dropped, host, data = frame
+                    self.counters.payloads = self._base[0] + received
+                    self.counters.dropped = self._base[1] + dropped
+                    self._decode_and_deliver(host, data)
+            if self.stopping:
+                return
+            # The drain process ended by itself (killed by hand, out of memory): the socket
+            # is still bound here, so a new one takes over.
+            log.error("%s: the socket's drain process ended (%s); starting another",
+                      self.name, self.process.wait())
+            self._base = (self._base[0] + received, self._base[1] + dropped)
+            try:
+                self.stream = self._spawn()
+            except OSError as error:
+                log.error("%s: no drain process: %s; datagrams are not read", self.name, error)
+                return
+
+    def _frame(self):
+        header = self.stream.read(udpdrain.HEADER.size)
+        if len(header) < udpdrain.HEADER.size:
+            return None
+        length, received, dropped, host_length = udpdrain.HEADER.unpack(header)
+        host = self.stream.read(host_length).decode()
+        data = self.stream.read(length)
+        if len(data) < length:
+            return None
+        return received, dropped, host, data
+
+    def _decode_and_deliver(self, host, data):
+        try:
+            result = decode_jaeger_agent(data, self.protocol)
+        except SpanDecodeError as exc:
+            self.counters.bad_payloads += 1
+            log.warning("%s: dropped a datagram of %d bytes from %s: %s", self.name, len(data), host, exc.reason)
+            return
+        delivered = asyncio.run_coroutine_threadsafe(_deliver(self.name, result, self.sink, self.counters), self.loop)
+        try:
+            # Waiting here holds the pipe back while the sink's queue is full: the drain's
+            # bounded queue then fills, and what it cannot hold is counted there.
+            delivered.result()
+        except Exception:  # noqa: BLE001, S110 - counted and logged by _deliver; UDP cannot ask for a retry
+            pass
+
+    def refresh(self):
+        """Datagrams the kernel dropped before the drain read them (its receive buffer was full)."""
+        self.counters.dropped_by_kernel = kernel_drops(self.inode)
+
+    async def stop(self):
+        self.stopping = True
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+        loop = asyncio.get_running_loop()
+        # Frames already in the pipe are still decoded and delivered before the thread ends.
+        await loop.run_in_executor(None, self.thread.join)
+        await loop.run_in_executor(None, self.process.wait)
+        self.refresh()
+        self.sock.close()
 
 
-async def start_jaeger_agent(host, port, sink, *, protocol="compact", queue_size=1000):
-    """Jaeger agent UDP: ``emitBatch`` datagrams, compact (usually 6831) or binary (6832)."""
+def kernel_drops(inode):
+    """The `drops` column of /proc/net/udp(6) for the socket with this inode (0 if unknown)."""
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as rows:
+                next(rows, None)
+                for row in rows:
+                    columns = row.split()
+                    if len(columns) > 12 and columns[9] == str(inode):
+                        return int(columns[-1])
+        except OSError:
+            continue
+    return 0
+
+
+async def start_jaeger_agent(host, port, sink, *, protocol="compact", queue_size=10_000, queue_bytes=UDP_QUEUE_BYTES):
+    """Jaeger agent UDP: ``emitBatch`` datagrams, compact (usually 6831) or binary (6832).
+
+    A process of its own drains the socket into a queue bounded by `queue_size` datagrams
+    and `queue_bytes`; a thread here decodes (see `collector.traces.udpdrain`). What the
+    queue cannot hold is counted in ``dropped``, what the kernel dropped before the drain
+    read it in ``dropped_by_kernel``."""
     name = f"Jaeger agent UDP ({protocol})"
+    if protocol not in ("compact", "binary"):
+        raise ValueError(f"protocol must be 'binary' or 'compact', not {protocol!r}")
     counters = Counters()
-    # A bounded queue between the socket and the sink: a slow sink costs
-    # counted drops, never unbounded memory.
-    queue = asyncio.Queue(queue_size)
-    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: _DatagramQueue(queue, counters), local_addr=(host, port)
-    )
-    # Bursts arrive faster than one decode; the kernel caps this at net.core.rmem_max.
-    transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
-
-    async def work():
-        while (item := await queue.get()) is not None:
-            data, addr = item
-            try:
-                result = decode_jaeger_agent(data, protocol)
-            except SpanDecodeError as exc:
-                counters.bad_payloads += 1
-                log.warning("%s: dropped a datagram of %d bytes from %s: %s", name, len(data), addr[0], exc.reason)
-                continue
-            try:
-                await _deliver(name, result, sink, counters)
-            except Exception:
-                pass  # counted and logged; UDP has no way to ask for a retry
-
-    worker = asyncio.create_task(work())
-
-    async def stop():
-        transport.close()
-        await queue.put(None)  # datagrams already queued are still delivered
-        await worker
-
-    return Receiver(name, transport.get_extra_info("sockname")[1], counters, stop)
+    loop = asyncio.get_running_loop()
+    family, kind, proto, _, address = (await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM))[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.bind(address)
+        # Bursts arrive faster than one decode; the kernel caps this at net.core.rmem_max.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+        agent = _AgentSocket(name, sock, protocol, sink, counters, loop, queue_size, queue_bytes)
+        agent.start()
+    except BaseException:
+        sock.close()
+        raise
+    receiver = Receiver(name, sock.getsockname()[1], counters, agent.stop)
+    receiver.refresh = agent.refresh
+    return receiver
 
 
 # HTTP: Jaeger collector and OTLP/HTTP --------------------------------------------------

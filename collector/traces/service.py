@@ -212,6 +212,8 @@ class ReceiverMetrics:
     def collect(self):
         from prometheus_client.core import CounterMetricFamily
 
+        for receiver in self.collector.span_receivers:
+            receiver.refresh()
         for field in COUNTER_FIELDS:
             family = CounterMetricFamily(f"eventscope_span_receiver_{field}", f"Span receiver counter: {field}",
                                          labels=["receiver"])
@@ -220,8 +222,23 @@ class ReceiverMetrics:
             yield family
 
 
+def receiver_report(collector):
+    """What each heartbeat says of the span receivers: spans taken and datagrams dropped
+    (by the drain's full queue or by the kernel), for the overview's collector table."""
+    report = {"spans": 0, "dropped": 0, "dropped_by_kernel": 0, "sink_failures": 0}
+    for receiver in collector.span_receivers:
+        receiver.refresh()
+        for key in report:
+            report[key] += getattr(receiver.counters, key)
+    if collector.span_sink is not None:
+        report["stored"] = collector.span_sink.stored
+        report["lost"] = collector.span_sink.lost
+    return report
+
+
 def install(collector):
     """Run the span receivers beside `collector`'s loop (call before `collector.run`)."""
     collector.span_sink, collector.span_receivers = None, []
     collector.extensions.append(serve_spans)
+    collector.reports["spans"] = lambda: receiver_report(collector)
     collector.metrics.registry.register(ReceiverMetrics(collector))
