@@ -179,7 +179,7 @@ def main():
     udp_rate, udp_stored, udp_counters = asyncio.run(through_receiver("udp", datagrams, udp_spans))
     empty_tables()
 
-    print(f"\n{'measure':52} {'spans/s':>9}")
+    print(f"\n{'measure':52} {'spans/s':>9}   (load average {os.getloadavg()[0]:.2f} at the end)")
     print(f"{'raw decode, OTLP protobuf (512 a request)':52} {otlp_decode:9,.0f}")
     print(f"{'raw decode, Jaeger agent compact datagrams':52} {udp_decode:9,.0f}   ({len(datagrams)} datagrams, ~{udp_spans // len(datagrams)} spans each)")
     print(f"{'raw idempotent write, new spans (COPY + merge)':52} {write_new:9,.0f}   (batches of {WRITE_BATCH})")

@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import nats
 from nats.js import api
@@ -33,6 +33,7 @@ STALLED = "Nats-Consumer-Stalled"
 TAP_PENDING_BYTES = 16 * 1024 * 1024
 STREAM_CHANGES = (".STREAM.CREATED.", ".STREAM.DELETED.", ".STREAM.UPDATED.")
 CAPTURED_CACHE = 100_000  # subjects remembered; past it the memory starts again
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(slots=True)
@@ -66,9 +67,7 @@ def parse_ack_subject(reply):
         stream, sseq, ts = tokens[4], tokens[7], tokens[9]
     else:
         raise ValueError(f"not a JetStream ack subject: {reply!r}")
-    nanos = int(ts)
-    when = datetime.fromtimestamp(nanos // 1_000_000_000, timezone.utc).replace(microsecond=(nanos // 1000) % 1_000_000)
-    return stream, int(sseq), when
+    return stream, int(sseq), _EPOCH + timedelta(microseconds=int(ts) // 1000)
 
 
 class NatsAdapter:

@@ -47,7 +47,9 @@ async def on_commit(collector, rows):
     rules = getattr(collector, "dlq_rules", None)
     if rules is None:
         rules = collector.dlq_rules = await database_sync_to_async(DlqRules.load)()
-    candidates = [row for row in rows if rules.original_topic(row.subject) is not None]
+    # A batch holds few distinct subjects: each is matched against the patterns once.
+    dlq = {subject for subject in {row.subject for row in rows} if rules.original_topic(subject) is not None}
+    candidates = [row for row in rows if row.subject in dlq] if dlq else []
     if candidates:
         await _until_stored(collector, database_sync_to_async(_store_dlq_rows), rules, candidates)
 

@@ -380,6 +380,6 @@ def _clean_headers(headers):
     """Headers as stored: PostgreSQL's jsonb cannot hold NUL, so it is replaced."""
     if not headers:
         return None
-    if not any("\x00" in k or "\x00" in v for k, v in headers.items()):
+    if "\x00" not in "".join(headers) and "\x00" not in "".join(headers.values()):
         return headers
     return {str(k).replace("\x00", "\ufffd"): str(v).replace("\x00", "\ufffd") for k, v in headers.items()}
