@@ -236,9 +236,12 @@ def receiver_report(collector):
     return report
 
 
-def install(collector):
-    """Run the span receivers beside `collector`'s loop (call before `collector.run`)."""
+def install(collector, force=False):
+    """Run the span receivers beside `collector`'s loop (call before `collector.run`),
+    unless EVENTSCOPE_SPAN_RECEIVERS is false (they then run as `manage.py receive_spans`)."""
     collector.span_sink, collector.span_receivers = None, []
+    if not (force or settings.EVENTSCOPE_SPAN_RECEIVERS):
+        return
     collector.extensions.append(serve_spans)
     collector.reports["spans"] = lambda: receiver_report(collector)
     collector.metrics.registry.register(ReceiverMetrics(collector))
