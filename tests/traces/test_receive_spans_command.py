@@ -40,7 +40,9 @@ def listening(port, timeout=30):
 
 
 class Recorder(OTLPSpanExporter):
-    results = []
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.results = []
 
     def export(self, spans):
         self.results.append(super().export(spans))
