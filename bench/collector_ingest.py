@@ -193,8 +193,9 @@ def end_to_end(env, count, collectors=1, servers=None):
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(collectors)]
     process = processes[0]
     if os.environ.get("BENCH_PROFILE"):
-        # py-spy samples the collector while it drains the backlog (pip install py-spy).
-        subprocess.Popen(["py-spy", "record", "-d", "20", "-r", "200", "-f", "raw", "-o", os.environ["BENCH_PROFILE"],
+        # py-spy samples the collector while it drains the backlog (pip install py-spy); --gil:
+        # only the thread holding the interpreter lock, which is where its CPU goes.
+        subprocess.Popen(["py-spy", "record", "--gil", "-d", "20", "-r", "100", "-f", "raw", "-o", os.environ["BENCH_PROFILE"],
                           "--pid", str(process.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peak = 0
     started = None

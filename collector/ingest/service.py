@@ -130,6 +130,7 @@ class Collector(Heartbeat):
         items = [(m.subject, m.headers, m.data or b"") for m in messages]
         loop = asyncio.get_running_loop()
         decoded = await loop.run_in_executor(self.decode_pool, decodepool.decode_many, self.rules, items)
+        decoded = decodepool.named(decoded)
         return self.decode_batch(messages, decoded)
 
     async def commit_batch(self, messages, rows, link=None):

@@ -161,20 +161,33 @@ async def _deliver(name, result, sink, counters):
 # Jaeger agent: UDP datagrams -----------------------------------------------------------
 
 
-class _AgentSocket:
-    """One agent port: the bound socket, the drain process that reads it (see
-    `collector.traces.udpdrain`), and a thread of the collector that decodes what the
-    drain passes on and hands the spans to the sink on the event loop."""
+class _AgentPort:
+    """One agent port of a drain: its socket, protocol and counters."""
 
-    def __init__(self, name, sock, protocol, sink, counters, loop, queue_size, queue_bytes):
-        self.name, self.sock, self.protocol, self.sink = name, sock, protocol, sink
-        self.counters, self.loop = counters, loop
-        self.queue_size, self.queue_bytes = queue_size, queue_bytes
+    def __init__(self, name, sock, protocol, counters):
+        self.name, self.sock, self.protocol, self.counters = name, sock, protocol, counters
         self.inode = os.fstat(sock.fileno()).st_ino
+        self.base = (0, 0)  # counts of drain processes that ended before the current one
+        self.seen = (0, 0)  # the current drain process's counts, as last reported
+        self.closed = False
+
+    def refresh(self):
+        """Datagrams the kernel dropped before the drain read them (its receive buffer was full)."""
+        self.counters.dropped_by_kernel = kernel_drops(self.inode)
+
+
+class _AgentDrain:
+    """The agent ports' sockets, the one process that drains them (see
+    `collector.traces.udpdrain`), and a thread of the collector that decodes what the drain
+    passes on and hands the spans to the sink on the event loop."""
+
+    def __init__(self, ports, sink, loop, queue_size, queue_bytes):
+        self.ports, self.sink, self.loop = ports, sink, loop
+        self.queue_size, self.queue_bytes = queue_size, queue_bytes
         self.stopping = False
         self.process = None
-        self._base = (0, 0)  # counts of drain processes that ended before this one
-        self.thread = threading.Thread(target=self._run, name=f"decode {name}", daemon=True)
+        self.thread = threading.Thread(target=self._run, name="decode Jaeger agent UDP", daemon=True)
+        self.stopped = None
 
     def start(self):
         self.stream = self._spawn()
@@ -182,11 +195,12 @@ class _AgentSocket:
 
     def _spawn(self):
         read_fd, write_fd = os.pipe()
+        fds = [port.sock.fileno() for port in self.ports]
         try:
             self.process = subprocess.Popen(
-                [sys.executable, udpdrain.__file__, str(self.sock.fileno()), str(write_fd), str(os.getpid()),
-                 str(self.queue_size), str(self.queue_bytes)],
-                pass_fds=(self.sock.fileno(), write_fd), stdin=subprocess.DEVNULL, close_fds=True,
+                [sys.executable, "-I", "-S", udpdrain.__file__, str(write_fd), str(os.getpid()),
+                 str(self.queue_size), str(self.queue_bytes), *map(str, fds)],
+                pass_fds=(*fds, write_fd), stdin=subprocess.DEVNULL, close_fds=True,
             )
         except BaseException:
             os.close(read_fd)
@@ -197,45 +211,50 @@ class _AgentSocket:
 
     def _run(self):
         while True:
-            received = dropped = 0
             with self.stream:
                 while (frame := self._frame()) is not None:
-                    received, dropped, host, data = frame
-                    self.counters.payloads = self._base[0] + received
-                    self.counters.dropped = self._base[1] + dropped
-                    self._decode_and_deliver(host, data)
+                    index, received, dropped, host, data = frame
+                    port = self.ports[index]
+                    port.seen = (received, dropped)
+                    port.counters.payloads = port.base[0] + received
+                    port.counters.dropped = port.base[1] + dropped
+                    self._decode_and_deliver(port, host, data)
             if self.stopping:
                 return
-            # The drain process ended by itself (killed by hand, out of memory): the socket
-            # is still bound here, so a new one takes over.
-            log.error("%s: the socket's drain process ended (%s); starting another",
-                      self.name, self.process.wait())
-            self._base = (self._base[0] + received, self._base[1] + dropped)
+            # The drain process ended by itself (killed by hand, out of memory): the sockets
+            # are still bound here, so a new one takes over.
+            log.error("Jaeger agent UDP: the sockets' drain process ended (%s); starting another",
+                      self.process.wait())
+            for port in self.ports:
+                port.base = (port.base[0] + port.seen[0], port.base[1] + port.seen[1])
+                port.seen = (0, 0)
             try:
                 self.stream = self._spawn()
             except OSError as error:
-                log.error("%s: no drain process: %s; datagrams are not read", self.name, error)
+                log.error("Jaeger agent UDP: no drain process: %s; datagrams are not read", error)
                 return
 
     def _frame(self):
         header = self.stream.read(udpdrain.HEADER.size)
         if len(header) < udpdrain.HEADER.size:
             return None
-        length, received, dropped, host_length = udpdrain.HEADER.unpack(header)
+        index, length, received, dropped, host_length = udpdrain.HEADER.unpack(header)
         host = self.stream.read(host_length).decode()
         data = self.stream.read(length)
         if len(data) < length:
             return None
-        return received, dropped, host, data
+        return index, received, dropped, host, data
 
-    def _decode_and_deliver(self, host, data):
+    def _decode_and_deliver(self, port, host, data):
         try:
-            result = decode_jaeger_agent(data, self.protocol)
+            result = decode_jaeger_agent(data, port.protocol)
         except SpanDecodeError as exc:
-            self.counters.bad_payloads += 1
-            log.warning("%s: dropped a datagram of %d bytes from %s: %s", self.name, len(data), host, exc.reason)
+            port.counters.bad_payloads += 1
+            log.warning("%s: dropped a datagram of %d bytes from %s: %s", port.name, len(data), host, exc.reason)
             return
-        delivered = asyncio.run_coroutine_threadsafe(_deliver(self.name, result, self.sink, self.counters), self.loop)
+        if port.closed:
+            return
+        delivered = asyncio.run_coroutine_threadsafe(_deliver(port.name, result, self.sink, port.counters), self.loop)
         try:
             # Waiting here holds the pipe back while the sink's queue is full: the drain's
             # bounded queue then fills, and what it cannot hold is counted there.
@@ -243,20 +262,26 @@ class _AgentSocket:
         except Exception:  # noqa: BLE001, S110 - counted and logged by _deliver; UDP cannot ask for a retry
             pass
 
-    def refresh(self):
-        """Datagrams the kernel dropped before the drain read them (its receive buffer was full)."""
-        self.counters.dropped_by_kernel = kernel_drops(self.inode)
+    async def close(self, port):
+        """Close one port's receiver; the last one stops the drain and its thread."""
+        port.closed = True
+        if not all(p.closed for p in self.ports):
+            return
+        if self.stopped is None:
+            self.stopped = asyncio.ensure_future(self._stop())
+        await self.stopped
 
-    async def stop(self):
+    async def _stop(self):
         self.stopping = True
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
         loop = asyncio.get_running_loop()
-        # Frames already in the pipe are still decoded and delivered before the thread ends.
+        # Frames already in the pipe are still decoded before the thread ends.
         await loop.run_in_executor(None, self.thread.join)
         await loop.run_in_executor(None, self.process.wait)
-        self.refresh()
-        self.sock.close()
+        for port in self.ports:
+            port.refresh()
+            port.sock.close()
 
 
 def kernel_drops(inode):
@@ -274,31 +299,45 @@ def kernel_drops(inode):
     return 0
 
 
-async def start_jaeger_agent(host, port, sink, *, protocol="compact", queue_size=10_000, queue_bytes=UDP_QUEUE_BYTES):
-    """Jaeger agent UDP: ``emitBatch`` datagrams, compact (usually 6831) or binary (6832).
+async def start_jaeger_agents(host, ports, sink, *, queue_size=10_000, queue_bytes=UDP_QUEUE_BYTES):
+    """Jaeger agent UDP on each (port, protocol) of `ports`: ``emitBatch`` datagrams, compact
+    (usually 6831) or binary (6832). One receiver per port.
 
-    A process of its own drains the socket into a queue bounded by `queue_size` datagrams
-    and `queue_bytes`; a thread here decodes (see `collector.traces.udpdrain`). What the
-    queue cannot hold is counted in ``dropped``, what the kernel dropped before the drain
-    read it in ``dropped_by_kernel``."""
-    name = f"Jaeger agent UDP ({protocol})"
-    if protocol not in ("compact", "binary"):
-        raise ValueError(f"protocol must be 'binary' or 'compact', not {protocol!r}")
-    counters = Counters()
+    One process drains every socket into a queue bounded by `queue_size` datagrams and
+    `queue_bytes`; a thread here decodes (see `collector.traces.udpdrain`). What the queue
+    cannot hold is counted in ``dropped``, what the kernel dropped before the drain read it
+    in ``dropped_by_kernel``."""
     loop = asyncio.get_running_loop()
-    family, kind, proto, _, address = (await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM))[0]
-    sock = socket.socket(family, kind, proto)
+    agent_ports = []
     try:
-        sock.bind(address)
-        # Bursts arrive faster than one decode; the kernel caps this at net.core.rmem_max.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
-        agent = _AgentSocket(name, sock, protocol, sink, counters, loop, queue_size, queue_bytes)
-        agent.start()
+        for port, protocol in ports:
+            if protocol not in ("compact", "binary"):
+                raise ValueError(f"protocol must be 'binary' or 'compact', not {protocol!r}")
+            family, kind, proto, _, address = (await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM))[0]
+            sock = socket.socket(family, kind, proto)
+            agent_ports.append(_AgentPort(f"Jaeger agent UDP ({protocol})", sock, protocol, Counters()))
+            sock.bind(address)
+            # Bursts arrive faster than one decode; the kernel caps this at net.core.rmem_max.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+        drain = _AgentDrain(agent_ports, sink, loop, queue_size, queue_bytes)
+        drain.start()
     except BaseException:
-        sock.close()
+        for agent_port in agent_ports:
+            agent_port.sock.close()
         raise
-    receiver = Receiver(name, sock.getsockname()[1], counters, agent.stop)
-    receiver.refresh = agent.refresh
+    receivers = []
+    for agent_port in agent_ports:
+        receiver = Receiver(agent_port.name, agent_port.sock.getsockname()[1], agent_port.counters,
+                            lambda p=agent_port: drain.close(p))
+        receiver.refresh = agent_port.refresh
+        receivers.append(receiver)
+    return receivers
+
+
+async def start_jaeger_agent(host, port, sink, *, protocol="compact", queue_size=10_000, queue_bytes=UDP_QUEUE_BYTES):
+    """One Jaeger agent UDP port (see `start_jaeger_agents`)."""
+    [receiver] = await start_jaeger_agents(host, [(port, protocol)], sink, queue_size=queue_size,
+                                           queue_bytes=queue_bytes)
     return receiver
 
 

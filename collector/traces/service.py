@@ -20,7 +20,7 @@ from collector.partitions import SPANS
 from collector.traces import writer as span_writer
 from collector.traces.receivers import (
     COUNTER_FIELDS,
-    start_jaeger_agent,
+    start_jaeger_agents,
     start_jaeger_http,
     start_otlp_grpc,
     start_otlp_http,
@@ -143,19 +143,26 @@ async def start_receivers(sink, host, max_body):
         (start_otlp_http, settings.OTLP_HTTP_PORT, sink, {"max_body": max_body, "token": token}),
         (start_otlp_grpc, settings.OTLP_GRPC_PORT, sink, {"max_body": max_body, "token": token}),
     ]
+    receivers = []
     if udp_open:
-        plans[:0] = [
-            (start_jaeger_agent, settings.JAEGER_AGENT_PORT, sink.enqueue, {"protocol": "compact"}),
-            (start_jaeger_agent, settings.JAEGER_BINARY_PORT, sink.enqueue, {"protocol": "binary"}),
-        ]
+        # Both agent ports share one drain process (collector.traces.udpdrain).
+        agent_ports = [(port, protocol) for port, protocol in
+                       ((settings.JAEGER_AGENT_PORT, "compact"), (settings.JAEGER_BINARY_PORT, "binary"))
+                       if port is not None]
+        if agent_ports:
+            receivers += await start_jaeger_agents(host, agent_ports, sink.enqueue)
     else:
         log.warning("Jaeger agent UDP ports closed: UDP cannot carry SPAN_RECEIVER_TOKEN "
                     "(JAEGER_UDP_OPEN=true opens them without authentication)")
-    receivers = []
-    for start, port, target, options in plans:
-        if port is None:
-            continue
-        receivers.append(await start(host, port, target, **options))
+    try:
+        for start, port, target, options in plans:
+            if port is None:
+                continue
+            receivers.append(await start(host, port, target, **options))
+    except BaseException:
+        for receiver in receivers:  # a port in use: the ports already open are closed again
+            await receiver.wait_closed()
+        raise
     return receivers
 
 
