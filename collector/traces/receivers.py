@@ -190,7 +190,20 @@ class _AgentDrain:
         self.stopped = None
 
     def start(self):
-        self.stream = self._spawn()
+        """The drain process starts with the first datagram: a collector whose exporters
+        never use UDP spends no process (~9 MB) on it. Until then the kernel's receive
+        buffer holds what arrives (the spawn takes tens of milliseconds)."""
+        for port in self.ports:
+            self.loop.add_reader(port.sock.fileno(), self._first_datagram)
+
+    def _first_datagram(self):
+        for port in self.ports:
+            self.loop.remove_reader(port.sock.fileno())
+        try:
+            self.stream = self._spawn()
+        except OSError as error:
+            log.error("Jaeger agent UDP: no drain process: %s; datagrams are not read", error)
+            return
         self.thread.start()
 
     def _spawn(self):
@@ -273,12 +286,16 @@ class _AgentDrain:
 
     async def _stop(self):
         self.stopping = True
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
         loop = asyncio.get_running_loop()
-        # Frames already in the pipe are still decoded before the thread ends.
-        await loop.run_in_executor(None, self.thread.join)
-        await loop.run_in_executor(None, self.process.wait)
+        for port in self.ports:
+            loop.remove_reader(port.sock.fileno())
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.terminate()
+            # Frames already in the pipe are still decoded before the thread ends.
+            if self.thread.is_alive():
+                await loop.run_in_executor(None, self.thread.join)
+            await loop.run_in_executor(None, self.process.wait)
         for port in self.ports:
             port.refresh()
             port.sock.close()
