@@ -108,8 +108,21 @@ class Client(nats.aio.client.Client):
         return parse_header_lines(headers[len(_PLAIN_HEADERS):]) or None
 
 
-async def connect(**options):
-    client = Client()
+class TapClient(Client):
+    """The core tap's connection. A `>` subscription also receives every JetStream
+    delivery (named by the message's own subject, replying to `$JS.ACK.…`): one copy of
+    each message our observers store, and of every other consumer's. Those are dropped
+    here, before nats-py parses their headers and builds a message for them, which
+    would cost the event loop as much again as the stored message itself."""
+
+    async def _process_msg(self, sid, subject, reply, data, headers):
+        if reply[:8] == b"$JS.ACK.":
+            return None
+        return await super()._process_msg(sid, subject, reply, data, headers)
+
+
+async def connect(client_class=Client, **options):
+    client = client_class()
     await client.connect(**options)
     return client
 
@@ -154,7 +167,7 @@ class NatsAdapter:
                 # The core tap has a connection of its own: it also receives a copy of every
                 # JetStream delivery (ours included), which must not fill the server's buffer
                 # for the connection the observers' flow-controlled messages and acks use.
-                self.tap_nc = await connect(**{**options, "name": "eventscope-collector-tap"})
+                self.tap_nc = await connect(TapClient, **{**options, "name": "eventscope-collector-tap"})
                 self.js = self.nc.jetstream()
                 connected = self.nc.connected_url.geturl() if self.nc.connected_url else self.url
                 log.info("connected to NATS at %s", redact_url(connected))

@@ -108,3 +108,18 @@ def test_what_the_drains_queue_cannot_hold_is_counted_and_the_rest_arrives(loop,
                       sink.spans == (sent - receiver.counters.dropped) * SPANS_PER_DATAGRAM), (sink.spans, receiver.counters)
     assert receiver.counters.dropped > 0
     assert receiver.counters.spans == sink.spans
+
+
+@pytest.mark.django_db
+def test_the_overview_shows_each_collectors_dropped_span_datagrams(admin_client_):
+    """What the heartbeat reports of the span receivers (dropped by the drain's queue and by
+    the kernel) shows in the overview's collector table, and is marked as an error."""
+    from django.utils import timezone
+
+    from collector.models import CollectorHeartbeat
+
+    now = timezone.now()
+    CollectorHeartbeat.objects.create(name="spans-host:1", started=now, beat=now,
+                                      counters={"spans": {"dropped": 3, "dropped_by_kernel": 4}})
+    page = admin_client_.get("/").content.decode()
+    assert '<td class="num error" title="3 by the receive queue, 4 by the kernel">7</td>' in page
