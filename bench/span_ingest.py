@@ -120,7 +120,8 @@ def send_datagrams(port, datagrams, pause_every=20, pause=0.002):
 async def through_receiver(kind, payloads, expected, clients=8):
     """Start one receiver with the collector's sink, feed it from another process, and time
     until every span is committed (or nothing more arrives for 3 s)."""
-    from collector.traces.receivers import start_jaeger_agent, start_otlp_http
+    from collector.traces.agent import start_jaeger_agent
+    from collector.traces.receivers import start_otlp_http
     from collector.traces.service import SpanSink
 
     sink = SpanSink()

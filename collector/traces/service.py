@@ -18,9 +18,9 @@ from django.conf import settings
 from collector.db import WriterConnection
 from collector.partitions import SPANS
 from collector.traces import writer as span_writer
+from collector.traces.agent import start_jaeger_agents
 from collector.traces.receivers import (
     COUNTER_FIELDS,
-    start_jaeger_agents,
     start_jaeger_http,
     start_otlp_grpc,
     start_otlp_http,

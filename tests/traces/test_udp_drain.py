@@ -10,8 +10,8 @@ from thriftpy2.protocol import TCompactProtocolFactory
 from thriftpy2.thrift import TMessageType
 from thriftpy2.transport import TMemoryBuffer
 
+from collector.traces.agent import start_jaeger_agent
 from collector.traces.jaeger import agent_thrift, jaeger_thrift
-from collector.traces.receivers import start_jaeger_agent
 from tests.traces.test_span_receivers import HOST, loop, run  # noqa: F401 - the loop fixture
 
 SPANS_PER_DATAGRAM = 150
