@@ -1,4 +1,5 @@
 """Queries over the store, shared by the pages and the JSON API."""
+import math
 from datetime import timedelta
 
 from django.db import connection
@@ -14,27 +15,28 @@ ROLLUP_COLUMNS = "broker_id, subject, producer, type, version, count, bytes, err
 HOURLY = True  # False: every window from minute rows only (the figures are the same; a test compares)
 
 
-def _rollup(window, params, extra=""):
+def _rollup(window, params, extra="", hourly=True):
     """SQL for the rollup rows of the window (the minutes from the window's first minute
-    to its end): hourly rows for its whole hours, minute rows only for the partial hours at
-    its edges. Sets its bounds in `params`; `extra` is a condition on each part."""
+    to its end), with their time as `at`: hourly rows for its whole hours, minute rows only for the partial hours at
+    its edges (`hourly` False: minute rows only). Sets its bounds in `params`; `extra` is a
+    condition on each part."""
     start = _minute(window.start)
     last = window.end - timedelta(microseconds=1)  # the last minute row counted starts before end
     first_hour = _ceil_hour(start)
     end_hour = _minute(last).replace(minute=0) + timedelta(hours=1) if _minute(last).minute == 59 else \
         _minute(last).replace(minute=0)
     params.update({"r_start": start, "r_end": window.end})
-    minutes = f"SELECT {ROLLUP_COLUMNS} FROM collector_eventrollup WHERE minute >= %(r_start)s AND minute < %(r_end)s"
-    if not HOURLY or first_hour >= end_hour:
+    minutes = f"SELECT minute AS at, {ROLLUP_COLUMNS} FROM collector_eventrollup WHERE minute >= %(r_start)s AND minute < %(r_end)s"
+    if not (HOURLY and hourly) or first_hour >= end_hour:
         return f"({minutes} {extra})"
     params.update({"r_h1": first_hour, "r_h2": end_hour})
     return f"""(
-        SELECT {ROLLUP_COLUMNS} FROM collector_eventrollup
+        SELECT minute AS at, {ROLLUP_COLUMNS} FROM collector_eventrollup
         WHERE minute >= %(r_start)s AND minute < %(r_h1)s {extra}
         UNION ALL
-        SELECT {ROLLUP_COLUMNS} FROM collector_eventhourrollup WHERE hour >= %(r_h1)s AND hour < %(r_h2)s {extra}
+        SELECT hour AS at, {ROLLUP_COLUMNS} FROM collector_eventhourrollup WHERE hour >= %(r_h1)s AND hour < %(r_h2)s {extra}
         UNION ALL
-        SELECT {ROLLUP_COLUMNS} FROM collector_eventrollup
+        SELECT minute AS at, {ROLLUP_COLUMNS} FROM collector_eventrollup
         WHERE minute >= %(r_h2)s AND minute < %(r_end)s {extra}
     )"""
 
@@ -49,13 +51,14 @@ def overview(window):
     params = {"start": _minute(window.start)}
     rollup = _rollup(window, params)
     with connection.cursor() as cursor:
-        # Sums and hash-grouped distincts: no per-group sorting over the window's rows.
+        # One pass, hash-grouped by producer (a handful of groups): no sort over the window's rows.
         cursor.execute(
             f"""
             SELECT coalesce(sum(count), 0)::bigint, coalesce(sum(bytes), 0)::bigint, coalesce(sum(errors), 0)::bigint,
                    (SELECT count(*) FROM collector_topic WHERE last_seen >= %(start)s),
-                   count(DISTINCT producer) FILTER (WHERE producer <> '')
-            FROM {rollup} r
+                   count(*) FILTER (WHERE producer <> '')
+            FROM (SELECT producer, sum(count) AS count, sum(bytes) AS bytes, sum(errors) AS errors
+                  FROM {rollup} r GROUP BY producer) p
             """,
             params,
         )
@@ -124,6 +127,7 @@ TOPIC_SORTS = {
 }
 TOPIC_PAGE = 200
 SPARK_POINTS = 30
+SPARK_HOURS_FROM = 12  # windows this long or longer: sparkline buckets of whole hours
 
 
 def topics(window, sort="count", query="", broker=None, after=None, limit=TOPIC_PAGE):
@@ -206,26 +210,33 @@ def _minute(moment):
 
 
 def _attach_sparklines(topics_, window):
-    """Counts per bucket (SPARK_POINTS over the window) for the topics shown."""
+    """Counts per bucket (SPARK_POINTS over the window) for the topics shown. From
+    SPARK_HOURS_FROM hours on, the buckets are whole clock hours (as many per bucket as
+    keeps them within SPARK_POINTS), so the hourly rollup answers them."""
     if not topics_:
         return
     start = _minute(window.start)
     span = max((window.end - start).total_seconds(), 60)
-    # The rollup is per minute: no more points than minutes, or empty buckets zigzag.
-    points = max(2, min(SPARK_POINTS, int(span // 60)))
+    params = {"names": [t["name"] for t in topics_]}
+    hourly = span >= SPARK_HOURS_FROM * 3600
+    if hourly:
+        origin = start.replace(minute=0)
+        hours = math.ceil((window.end - origin).total_seconds() / 3600)
+        per_bucket = math.ceil(hours / SPARK_POINTS)
+        points = math.ceil(hours / per_bucket)
+        params.update({"origin": origin, "width": per_bucket * 3600})
+        bucket = "floor(extract(epoch FROM at - %(origin)s) / %(width)s)::int"
+    else:
+        # The rollup is per minute: no more points than minutes, or empty buckets zigzag.
+        points = max(2, min(SPARK_POINTS, int(span // 60)))
+        params.update({"origin": start, "span": span, "points": points})
+        bucket = "least(floor(extract(epoch FROM at - %(origin)s) / %(span)s * %(points)s)::int, %(points)s - 1)"
+    rollup = _rollup(window, params, "AND subject = ANY(%(names)s)", hourly=hourly)
     with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT subject, least(floor(extract(epoch FROM minute - %s) / %s * %s)::int, %s - 1), sum(count)::bigint
-            FROM collector_eventrollup
-            WHERE subject = ANY(%s) AND minute >= %s AND minute < %s
-            GROUP BY 1, 2
-            """,
-            [start, span, points, points, [t["name"] for t in topics_], start, window.end],
-        )
+        cursor.execute(f"SELECT subject, {bucket}, sum(count)::bigint FROM {rollup} r GROUP BY 1, 2", params)
         buckets = {}
-        for subject, bucket, count in cursor.fetchall():
-            buckets.setdefault(subject, [0] * points)[max(bucket, 0)] += count
+        for subject, index, count in cursor.fetchall():
+            buckets.setdefault(subject, [0] * points)[min(max(index, 0), points - 1)] += count
     for topic in topics_:
         topic["spark"] = buckets.get(topic["name"], [0] * points)
 

@@ -39,7 +39,7 @@ def test_pages_read_hourly_rows_for_whole_hours_with_the_same_figures(viewer_cli
     top = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
     # 4 h 40 min of messages, one every 50 s, on 7 subjects; every 11th is not JSON.
     messages = []
-    for n in range(int(4 * 3600 + 40 * 60) // 50):
+    for n in range((4 * 3600 + 40 * 60) // 50):
         when = top - timedelta(hours=4, minutes=20) + timedelta(seconds=50 * n)
         data = b"not json {" if n % 11 == 0 else ENVELOPE % (n % 3, n % 2, n)
         messages.append(RawMessage(f"orders.s{n % 7}", "S", n + 1, when, when, {"Micro-From-Service": f"svc{n % 5}"}, data))
@@ -61,10 +61,13 @@ def test_pages_read_hourly_rows_for_whole_hours_with_the_same_figures(viewer_cli
         overview = {k: v for k, v in readers.overview(window).items() if k != "collectors"}
         return pages, overview, readers.topic_facets("orders.s3", window)
 
+    # Sparklines of whole-hour buckets (long windows) come from hourly rows too.
+    monkeypatch.setattr(readers, "SPARK_HOURS_FROM", 2)
     hourly = figures()
     monkeypatch.setattr(readers, "HOURLY", False)
     minutes_only = figures()
     assert hourly == minutes_only
+    assert len(hourly[0]["count"][0]["spark"]) == 4  # 4 clock hours touched
     pages, overview, facets = hourly
     expected = sum(1 for m in messages if start.replace(second=0) <= m.ts < end)
     assert overview["events"] == expected and sum(t["count"] for t in pages["count"]) == expected
