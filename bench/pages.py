@@ -176,6 +176,9 @@ def main():
         for query in ({"header": "region=eu"}, {"header": "region=nowhere"}, {"path": "customer.id", "equals": "7"},
                       {"contains": '"id": 7}'}, {"contains": "no such text"}):
             urls.append(topic + "?" + urlencode({"last": "1h", **query}))
+        # The longest window the scanning filters accept (EVENT_SCAN_WINDOW_HOURS), matching nothing: every row read.
+        for query in ({"header": "region=nowhere"}, {"path": "customer.id", "equals": "-1"}, {"contains": "no such"}):
+            urls.append(topic + "?" + urlencode({"last": "24h", **query}))
         urls += ["/dlq/?last=24h", "/dlq/?last=7d"]
         print(f"hot topic {hot}: {hot_hour:,} events in the last hour; {args.runs} requests each")
         for url in urls:
