@@ -1,6 +1,6 @@
 """Scale out: two collectors share the observer durable (its deliver group) on one
 backlog; one is killed with SIGKILL midway, and still every message is stored exactly once
-and the per-minute rollup counts each once. Real JetStream and PostgreSQL of the test's own."""
+and the per-minute and hourly rollups count each once. Real JetStream and PostgreSQL of the test's own."""
 import signal
 import subprocess
 import sys
@@ -66,4 +66,5 @@ def test_two_collectors_on_one_durable_one_killed_midway_store_every_message_onc
     assert stored(private, "SHARED") == (2 * half, 2 * half)
     with psycopg.connect(private.pg.url) as conn:
         counted = conn.execute("SELECT sum(count) FROM collector_eventrollup WHERE subject = 'shared.orders'").fetchone()
-    assert counted == (2 * half,)
+        hourly = conn.execute("SELECT sum(count) FROM collector_eventhourrollup WHERE subject = 'shared.orders'").fetchone()
+    assert counted == (2 * half,) and hourly == (2 * half,)
