@@ -2,7 +2,10 @@
 raw idempotent write rate of the same rows, (c) the collector end to end, the ratio
 c / min(a, b), and the collector's peak resident memory.
 
-    .venv/bin/python bench/collector_ingest.py [--messages 200000] [--size 1024]
+    .venv/bin/python bench/collector_ingest.py [--messages 200000] [--size 1024] [--collectors N]
+
+With --collectors N, N collector processes share the observer durable (its deliver group)
+and drain the one backlog together; (c) is their sum and the memory the largest one's.
 
 Runs on embedded servers of its own (under var/), so the figures of one run compare.
 """
@@ -134,16 +137,13 @@ def cpu_seconds(pids):
     return total
 
 
-def server_pids(names):
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() in names:
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
-    return pids
+def server_pids(root):
+    """The process `root` and its children: this run's server only (the machine may run
+    other PostgreSQL or NATS servers, which must not count)."""
+    import psutil
+
+    process = psutil.Process(root)
+    return [process.pid] + [child.pid for child in process.children(recursive=True)]
 
 
 def ack_floor(url):
@@ -171,46 +171,71 @@ def resident_kb(pid):
     return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) // 1024
 
 
-def end_to_end(env, count):
-    """(c) `manage.py collect` on the backlog until its ack floor reaches the end; the
-    progress is read from the broker, so the measuring does not load the database."""
-    process = subprocess.Popen([sys.executable, "manage.py", "collect"], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def collector_env(env, index):
+    """The environment of collector number `index`: span receivers and metrics on ports of its own."""
+    if index == 0:
+        return env
+    from runner import servers
+    from runner.supervise import RECEIVER_PORTS
+
+    own = dict(env)
+    for variable, (default, kind) in RECEIVER_PORTS.items():
+        if variable != "EVENTSCOPE_METRICS_PORT":
+            own[variable] = str(servers.free_port(default + 20000 + 100 * index, kind=kind))
+    return own
+
+
+def end_to_end(env, count, collectors=1, servers=None):
+    """(c) `manage.py collect` (`collectors` processes sharing the observer durable) on the
+    backlog until its ack floor reaches the end; the progress is read from the broker, so
+    the measuring does not load the database."""
+    processes = [subprocess.Popen([sys.executable, "manage.py", "collect"], cwd=ROOT, env=collector_env(env, i),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(collectors)]
+    process = processes[0]
     if os.environ.get("BENCH_PROFILE"):
-        # py-spy samples the collector while it drains the backlog (pip install py-spy).
-        subprocess.Popen(["py-spy", "record", "-d", "20", "-r", "200", "-f", "raw", "-o", os.environ["BENCH_PROFILE"],
+        # py-spy samples the collector while it drains the backlog (pip install py-spy); --gil:
+        # only the thread holding the interpreter lock, which is where its CPU goes.
+        subprocess.Popen(["py-spy", "record", "--gil", "-d", "20", "-r", "100", "-f", "raw", "-o", os.environ["BENCH_PROFILE"],
                           "--pid", str(process.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peak = 0
     started = None
     try:
         while True:
-            peak = max(peak, resident_kb(process.pid))
+            peak = max(peak, max(resident_kb(p.pid) for p in processes))
             floor = ack_floor(env["NATS_URL"])
             if started is None and floor > 0:
                 started, first = time.perf_counter(), floor
-                watched = {"collector": [process.pid], "postgres": server_pids({"postgres"}),
-                           "nats-server": server_pids({"nats-server"})}
+                import psutil
+
+                workers = [c.pid for p in processes for c in psutil.Process(p.pid).children(recursive=True)]
+                watched = {"collector": [p.pid for p in processes], "decode worker": workers,
+                           "postgres": server_pids(servers["postgres"]), "nats-server": server_pids(servers["nats-server"])}
                 cpu_before = {name: cpu_seconds(pids) for name, pids in watched.items()}
             if floor >= count:
                 break
-            if process.poll() is not None:
-                raise RuntimeError(process.stderr.read().decode()[-2000:])
+            for p in processes:
+                if p.poll() is not None:
+                    raise RuntimeError(p.stderr.read().decode()[-2000:])
             time.sleep(0.1)
         elapsed = time.perf_counter() - started
         for name, pids in watched.items():
             used = cpu_seconds(pids) - cpu_before[name]
-            print(f"    CPU during (c): {name:12} {used:6.2f} s = {used / elapsed:4.0%} of a core, "
+            print(f"    CPU during (c): {name:13} {used:6.2f} s = {used / elapsed:4.0%} of a core, "
                   f"{used / (count - first) * 1e6:6.0f} us per message")
         return (count - first) / elapsed, peak / 1024
     finally:
-        process.terminate()
-        process.wait(30)
+        for p in processes:
+            p.terminate()
+        for p in processes:
+            p.wait(30)
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--collectors", type=int, default=1,
+                        help="collector processes sharing the observer durable on the one backlog")
     args = parser.parse_args()
     from runner import servers
 
@@ -231,7 +256,8 @@ def main():
         import django
 
         django.setup()
-        print(f"backlog: {args.messages} messages of ~{args.size} bytes")
+        print(f"backlog: {args.messages} messages of ~{args.size} bytes; load average {os.getloadavg()[0]:.2f} "
+              f"on {os.cpu_count()} cores")
         print(f"  publish (js.publish_async): {asyncio.run(fill(bus.url, args.messages, args.size)):,.0f} msg/s")
         read = asyncio.run(raw_read(bus.url, args.messages))
         print(f"(a) raw nats-py read + ack, push consumer: {read:,.0f} msg/s")
@@ -239,10 +265,13 @@ def main():
         write = asyncio.run(raw_write(rows))
         del rows
         print(f"(b) raw idempotent write (COPY -> INSERT ON CONFLICT + rollup): {write:,.0f} rows/s")
-        collector, rss = end_to_end(env, args.messages)
-        print(f"(c) collector end to end (backlog -> committed -> acked): {collector:,.0f} msg/s")
+        collector, rss = end_to_end(env, args.messages, args.collectors,
+                                    {"postgres": pg.process.pid, "nats-server": bus.process.pid})
+        print(f"(c) collector end to end (backlog -> committed -> acked), {args.collectors} collector(s): "
+              f"{collector:,.0f} msg/s")
         print(f"    ratio c / min(a, b) = {collector / min(read, write):.0%} (target >= 70%)")
         print(f"    collector peak resident memory, with its decode worker: {rss:,.0f} MB (target < 300 MB)")
+        print(f"    load average at the end: {os.getloadavg()[0]:.2f}")
     finally:
         bus.stop()
         pg.stop()

@@ -120,7 +120,8 @@ def send_datagrams(port, datagrams, pause_every=20, pause=0.002):
 async def through_receiver(kind, payloads, expected, clients=8):
     """Start one receiver with the collector's sink, feed it from another process, and time
     until every span is committed (or nothing more arrives for 3 s)."""
-    from collector.traces.receivers import start_jaeger_agent, start_otlp_http
+    from collector.traces.agent import start_jaeger_agent
+    from collector.traces.receivers import start_otlp_http
     from collector.traces.service import SpanSink
 
     sink = SpanSink()
@@ -179,7 +180,7 @@ def main():
     udp_rate, udp_stored, udp_counters = asyncio.run(through_receiver("udp", datagrams, udp_spans))
     empty_tables()
 
-    print(f"\n{'measure':52} {'spans/s':>9}")
+    print(f"\n{'measure':52} {'spans/s':>9}   (load average {os.getloadavg()[0]:.2f} at the end)")
     print(f"{'raw decode, OTLP protobuf (512 a request)':52} {otlp_decode:9,.0f}")
     print(f"{'raw decode, Jaeger agent compact datagrams':52} {udp_decode:9,.0f}   ({len(datagrams)} datagrams, ~{udp_spans // len(datagrams)} spans each)")
     print(f"{'raw idempotent write, new spans (COPY + merge)':52} {write_new:9,.0f}   (batches of {WRITE_BATCH})")
@@ -187,10 +188,12 @@ def main():
     print(f"{'OTLP/HTTP receiver -> PostgreSQL':52} {otlp_rate:9,.0f}   ({otlp_stored:,}/{len(spans):,} stored, "
           f"{options.clients} exporters)")
     print(f"{'Jaeger agent UDP receiver -> PostgreSQL':52} {udp_rate:9,.0f}   ({udp_stored:,}/{udp_spans:,} stored, "
-          f"{udp_counters.dropped} datagrams dropped by the queue)")
+          f"{udp_counters.dropped} datagrams dropped by the queue, {udp_counters.dropped_by_kernel} by the kernel)")
     floor_otlp = min(otlp_decode, write_new)
     floor_udp = min(udp_decode, write_new)
-    print(f"\nOTLP/HTTP: {otlp_rate / floor_otlp:.0%} of min(decode, write) = {floor_otlp:,.0f}")
+    print(f"\nOTLP/HTTP: {otlp_rate / otlp_decode:.0%} of raw decode ({otlp_decode:,.0f} spans/s)")
+    print(f"OTLP/HTTP: {otlp_rate / floor_otlp:.0%} of min(decode, write) = {floor_otlp:,.0f}")
+    print(f"UDP burst: {udp_stored / udp_spans:.1%} of spans kept")
     print(f"UDP agent: {udp_rate / floor_udp:.0%} of min(decode, write) = {floor_udp:,.0f}")
     print(f"OpenTelemetry Collector, published: ~{PUBLISHED_OTEL_COLLECTOR:,} spans/s OTLP on 2 CPUs, without storage")
 

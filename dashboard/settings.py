@@ -88,6 +88,9 @@ JAEGER_BINARY_PORT = env_port("JAEGER_BINARY_PORT", 6832)
 JAEGER_HTTP_PORT = env_port("JAEGER_HTTP_PORT", 14268)
 OTLP_HTTP_PORT = env_port("OTLP_HTTP_PORT", 4318)
 OTLP_GRPC_PORT = env_port("OTLP_GRPC_PORT", 4317)
+# False: `manage.py collect` opens no span ports; `manage.py receive_spans` serves them
+# (a service of its own, so collectors scale without colliding on ports).
+EVENTSCOPE_SPAN_RECEIVERS = env_bool("EVENTSCOPE_SPAN_RECEIVERS", True)
 # Processes that decode messages beside the collector's event loop (0: decode in the loop).
 EVENTSCOPE_DECODE_WORKERS = env_int("EVENTSCOPE_DECODE_WORKERS", 1, minimum=0, maximum=64)
 # The collector's heartbeat older than this marks it down on /healthz.

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-APP_SERVICES = {"web", "collector", "worker", "demo"}
+APP_SERVICES = {"web", "collector", "spans", "worker", "demo"}
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +62,8 @@ def test_the_app_services_run_the_projects_real_commands(compose):
     assert commands["collector"][:3] == ["python", "manage.py", "collect"]
     assert commands["worker"][:4] == ["celery", "-A", "dashboard", "worker"]
     assert commands["demo"][:3] == ["python", "manage.py", "demo"]
+    assert commands["spans"][:3] == ["python", "manage.py", "receive_spans"]
+    assert (ROOT / "collector" / "management" / "commands" / "receive_spans.py").exists()
     # The commands exist: the ASGI app and Celery app import paths, the management commands.
     assert (ROOT / "dashboard" / "asgi.py").exists() and (ROOT / "dashboard" / "celery.py").exists()
     assert (ROOT / "collector" / "management" / "commands" / "collect.py").exists()
@@ -103,3 +105,31 @@ def test_ci_installs_node_for_the_frontend_rebuild_and_no_docker_compose():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "need+=(nodejs)" in ci and "need+=(npm)" in ci
     assert "need+=(docker-compose)" not in ci
+
+
+def host_ports(service):
+    """The host side of a service's published ports ("6831:6831/udp" -> "6831/udp")."""
+    published = []
+    for port in service.get("ports", []):
+        port = str(port)
+        host, _, container = port.rpartition(":")
+        protocol = container.partition("/")[2] or "tcp"
+        if host:
+            published.append(f"{host.rpartition(':')[2]}/{protocol}")
+    return published
+
+
+def test_the_collector_scales_without_host_port_collisions(compose):
+    """`docker compose up --scale collector=3` starts three collectors: none publishes a
+    host port or has a fixed container name, and none opens the span ports (the `spans`
+    service serves them, on the standard host ports, each published once)."""
+    services = compose["services"]
+    collector = services["collector"]
+    assert host_ports(collector) == [] and "container_name" not in collector
+    assert collector["environment"]["EVENTSCOPE_SPAN_RECEIVERS"] == "false"
+    assert sorted(host_ports(services["spans"])) == ["14268/tcp", "4317/tcp", "4318/tcp", "6831/udp", "6832/udp"]
+    assert "EVENTSCOPE_SPAN_RECEIVERS" not in services["spans"]["environment"]
+    everywhere = [port for service in services.values() for port in host_ports(service)]
+    assert len(everywhere) == len(set(everywhere)), everywhere
+    # The demo sends its spans to the receivers' service.
+    assert services["demo"]["environment"]["EVENTSCOPE_SPANS_HOST"] == "spans"

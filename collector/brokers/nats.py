@@ -7,11 +7,13 @@ nothing of decoding or storage.
 import asyncio
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import nats
+import nats.aio.client
 from nats.js import api
 from nats.js.errors import NotFoundError
 
@@ -34,6 +36,7 @@ STALLED = "Nats-Consumer-Stalled"
 TAP_PENDING_BYTES = 16 * 1024 * 1024
 STREAM_CHANGES = (".STREAM.CREATED.", ".STREAM.DELETED.", ".STREAM.UPDATED.")
 CAPTURED_CACHE = 100_000  # subjects remembered; past it the memory starts again
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass
@@ -55,9 +58,62 @@ def parse_ack_subject(reply):
         stream, sseq, ts = tokens[4], tokens[7], tokens[9]
     else:
         raise ValueError(f"not a JetStream ack subject: {reply!r}")
-    nanos = int(ts)
-    when = datetime.fromtimestamp(nanos // 1_000_000_000, timezone.utc).replace(microsecond=(nanos // 1000) % 1_000_000)
-    return stream, int(sseq), when
+    return stream, int(sseq), _EPOCH + timedelta(microseconds=int(ts) // 1000)
+
+
+_PLAIN_HEADERS = b"NATS/1.0\r\n"
+_WHITESPACE = re.compile(r"\s").search
+
+
+def parse_header_lines(raw):
+    """nats-py's `Client._parse_header_lines`, the same result in about half the time (the
+    check for whitespace in a name is one regular expression instead of a generator)."""
+    out = {}
+    for line in raw.split(b"\r\n"):
+        if not line:
+            continue
+        name, sep, value = line.partition(b":")
+        if not sep:
+            continue
+        try:
+            key = name.strip().decode("ascii")
+        except UnicodeDecodeError:
+            continue
+        if _WHITESPACE(key):
+            continue
+        out[key] = value.strip().decode("utf-8", "replace")
+    return out
+
+
+class Client(nats.aio.client.Client):
+    """nats-py's client, reading headers without an inline status (every stored message's)
+    in one pass; status lines (heartbeats, flow control, errors) go to nats-py's own parser."""
+
+    async def _process_headers(self, headers):
+        if not headers or not headers.startswith(_PLAIN_HEADERS):
+            return await super()._process_headers(headers)
+        if len(headers) <= len(_PLAIN_HEADERS):
+            return None
+        return parse_header_lines(headers[len(_PLAIN_HEADERS):]) or None
+
+
+class TapClient(Client):
+    """The core tap's connection. A `>` subscription also receives every JetStream
+    delivery (named by the message's own subject, replying to `$JS.ACK.…`): one copy of
+    each message our observers store, and of every other consumer's. Those are dropped
+    here, before nats-py parses their headers and builds a message for them, which
+    would cost the event loop as much again as the stored message itself."""
+
+    async def _process_msg(self, sid, subject, reply, data, headers):
+        if reply[:8] == b"$JS.ACK.":
+            return None
+        return await super()._process_msg(sid, subject, reply, data, headers)
+
+
+async def connect(client_class=Client, **options):
+    client = client_class()
+    await client.connect(**options)
+    return client
 
 
 class NatsAdapter:
@@ -96,11 +152,11 @@ class NatsAdapter:
             options["tls"] = ssl.create_default_context(cafile=self.tls_ca)
         while not stop.is_set():
             try:
-                self.nc = await nats.connect(**options)
+                self.nc = await connect(**options)
                 # The core tap has a connection of its own: it also receives a copy of every
                 # JetStream delivery (ours included), which must not fill the server's buffer
                 # for the connection the observers' flow-controlled messages and acks use.
-                self.tap_nc = await nats.connect(**{**options, "name": "eventscope-collector-tap"})
+                self.tap_nc = await connect(TapClient, **{**options, "name": "eventscope-collector-tap"})
                 self.js = self.nc.jetstream()
                 connected = self.nc.connected_url.geturl() if self.nc.connected_url else self.url
                 log.info("connected to NATS at %s", redact_url(connected))

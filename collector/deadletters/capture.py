@@ -59,7 +59,9 @@ async def on_commit(collector, rows):
     if rules is None:
         rules = collector.dlq_rules = await database_sync_to_async(DlqRules.load)()
     dead = [row for row in rows if amqp.is_dead_letter(row)]
-    candidates = [row for row in rows if rules.original_topic(row.subject) is not None and not amqp.is_dead_letter(row)]
+    # A batch holds few distinct subjects: each is matched against the patterns once.
+    dlq = {subject for subject in {row.subject for row in rows} if rules.original_topic(subject) is not None}
+    candidates = [row for row in rows if row.subject in dlq and not amqp.is_dead_letter(row)] if dlq else []
     if candidates:
         await _until_stored(collector, database_sync_to_async(_store_dlq_rows), rules, candidates)
     if dead:

@@ -1,4 +1,5 @@
 """Queries over the store, shared by the pages and the JSON API."""
+import math
 from datetime import timedelta
 
 from django.db import connection
@@ -8,30 +9,60 @@ from collector import keyset
 from collector.keyset import BadFilter  # noqa: F401 (pages catch readers.BadFilter)
 from collector.models import CollectorHeartbeat, Event, PrunedRange, Topic
 
+# --- the rollups ------------------------------------------------------------------
+
+ROLLUP_COLUMNS = "broker_id, subject, producer, type, version, count, bytes, errors"
+HOURLY = True  # False: every window from minute rows only (the figures are the same; a test compares)
+
+
+def _rollup(window, params, extra="", hourly=True):
+    """SQL for the rollup rows of the window (the minutes from the window's first minute
+    to its end), with their time as `at`: hourly rows for its whole hours, minute rows only for the partial hours at
+    its edges (`hourly` False: minute rows only). Sets its bounds in `params`; `extra` is a
+    condition on each part."""
+    start = _minute(window.start)
+    last = window.end - timedelta(microseconds=1)  # the last minute row counted starts before end
+    first_hour = _ceil_hour(start)
+    end_hour = _minute(last).replace(minute=0) + timedelta(hours=1) if _minute(last).minute == 59 else \
+        _minute(last).replace(minute=0)
+    params.update({"r_start": start, "r_end": window.end})
+    minutes = f"SELECT minute AS at, {ROLLUP_COLUMNS} FROM collector_eventrollup WHERE minute >= %(r_start)s AND minute < %(r_end)s"
+    if not (HOURLY and hourly) or first_hour >= end_hour:
+        return f"({minutes} {extra})"
+    params.update({"r_h1": first_hour, "r_h2": end_hour})
+    return f"""(
+        SELECT minute AS at, {ROLLUP_COLUMNS} FROM collector_eventrollup
+        WHERE minute >= %(r_start)s AND minute < %(r_h1)s {extra}
+        UNION ALL
+        SELECT hour AS at, {ROLLUP_COLUMNS} FROM collector_eventhourrollup WHERE hour >= %(r_h1)s AND hour < %(r_h2)s {extra}
+        UNION ALL
+        SELECT minute AS at, {ROLLUP_COLUMNS} FROM collector_eventrollup
+        WHERE minute >= %(r_h2)s AND minute < %(r_end)s {extra}
+    )"""
+
+
+def _ceil_hour(moment):
+    floor = moment.replace(minute=0, second=0, microsecond=0)
+    return floor if floor == moment else floor + timedelta(hours=1)
+
 
 def overview(window):
     """Counts for the front page: what the collector has seen so far."""
-    params = {"start": _minute(window.start), "end": window.end}
+    params = {"start": _minute(window.start)}
+    rollup = _rollup(window, params)
     with connection.cursor() as cursor:
-        # Sums and hash-grouped distincts: no per-group sorting over the window's rows.
+        # One pass, hash-grouped by producer (a handful of groups): no sort over the window's rows.
         cursor.execute(
-            """
-            SELECT coalesce(sum(count), 0)::bigint, coalesce(sum(bytes), 0)::bigint, coalesce(sum(errors), 0)::bigint
-            FROM collector_eventrollup WHERE minute >= %(start)s AND minute < %(end)s
+            f"""
+            SELECT coalesce(sum(count), 0)::bigint, coalesce(sum(bytes), 0)::bigint, coalesce(sum(errors), 0)::bigint,
+                   (SELECT count(*) FROM collector_topic WHERE last_seen >= %(start)s),
+                   count(*) FILTER (WHERE producer <> '')
+            FROM (SELECT producer, sum(count) AS count, sum(bytes) AS bytes, sum(errors) AS errors
+                  FROM {rollup} r GROUP BY producer) p
             """,
             params,
         )
-        events, size, errors = cursor.fetchone()
-        cursor.execute(
-            """
-            SELECT (SELECT count(*) FROM collector_topic WHERE last_seen >= %(start)s),
-                   (SELECT count(*) FROM (SELECT producer FROM collector_eventrollup
-                                          WHERE minute >= %(start)s AND minute < %(end)s AND producer <> ''
-                                          GROUP BY producer) p)
-            """,
-            params,
-        )
-        topics, producers = cursor.fetchone()
+        events, size, errors, topics, producers = cursor.fetchone()
         cursor.execute("SELECT max(last_seen), count(*) FROM collector_topic")
         last_event, all_topics = cursor.fetchone()
     return {
@@ -96,11 +127,11 @@ TOPIC_SORTS = {
 }
 TOPIC_PAGE = 200
 SPARK_POINTS = 30
+SPARK_HOURS_FROM = 12  # windows this long or longer: sparkline buckets of whole hours
 
 
 def topics(window, sort="count", query="", broker=None, after=None, limit=TOPIC_PAGE):
-    """Topics with their traffic in the window, from the per-minute rollup (never the
-    raw events). Sorted by name or last seen, the page of topics is chosen first and only
+    """Topics with their traffic in the window, from the rollups (never the raw events). Sorted by name or last seen, the page of topics is chosen first and only
     its rollup rows are read (and it pages by keyset: `after` = last name shown); sorted
     by traffic, the window's rollup is summed per topic once."""
     sort = sort if sort in TOPIC_SORTS else "count"
@@ -117,28 +148,29 @@ def topics(window, sort="count", query="", broker=None, after=None, limit=TOPIC_
     traffic = """
         SELECT broker_id, subject, sum(count)::bigint AS count, sum(bytes)::bigint AS bytes,
                sum(errors)::bigint AS errors
-        FROM collector_eventrollup
-        WHERE minute >= %(start)s AND minute < %(end)s {only}
+        FROM {rollup} r
         GROUP BY 1, 2
     """
     if sort in ("name", "last_seen"):
+        traffic = traffic.format(rollup=_rollup(window, params, "AND subject IN (SELECT name FROM page)"))
         sql = f"""
             WITH page AS (
                 SELECT t.* , b.name AS broker_name FROM collector_topic t JOIN collector_broker b ON b.id = t.broker_id
                 WHERE {' AND '.join(where)} ORDER BY {TOPIC_SORTS[sort]} LIMIT %(limit)s
-            ), r AS ({traffic.format(only="AND subject IN (SELECT name FROM page)")})
+            ), r AS ({traffic})
             SELECT t.name, t.stream, t.best_effort, t.first_seen, t.last_seen, t.broker_name,
                    coalesce(r.count, 0), coalesce(r.bytes, 0), coalesce(r.errors, 0)
             FROM page t LEFT JOIN r ON r.broker_id = t.broker_id AND r.subject = t.name
             ORDER BY {TOPIC_SORTS[sort]}
         """
     else:
+        traffic = traffic.format(rollup=_rollup(window, params))
         sql = f"""
             SELECT t.name, t.stream, t.best_effort, t.first_seen, t.last_seen, b.name,
                    coalesce(r.count, 0) AS count, coalesce(r.bytes, 0) AS bytes, coalesce(r.errors, 0) AS errors
             FROM collector_topic t
             JOIN collector_broker b ON b.id = t.broker_id
-            LEFT JOIN ({traffic.format(only="")}) r ON r.broker_id = t.broker_id AND r.subject = t.name
+            LEFT JOIN ({traffic}) r ON r.broker_id = t.broker_id AND r.subject = t.name
             WHERE {' AND '.join(where)}
             ORDER BY {TOPIC_SORTS[sort]}
             LIMIT %(limit)s
@@ -162,15 +194,10 @@ def topics(window, sort="count", query="", broker=None, after=None, limit=TOPIC_
 def _attach_producers(topics_, window):
     if not topics_:
         return
+    params = {"names": [t["name"] for t in topics_]}
+    rollup = _rollup(window, params, "AND subject = ANY(%(names)s)")
     with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT subject, producer FROM collector_eventrollup
-            WHERE subject = ANY(%s) AND minute >= %s AND minute < %s AND producer <> ''
-            GROUP BY 1, 2
-            """,
-            [[t["name"] for t in topics_], _minute(window.start), window.end],
-        )
+        cursor.execute(f"SELECT subject, producer FROM {rollup} r WHERE producer <> '' GROUP BY 1, 2", params)
         producers = {}
         for subject, producer in cursor.fetchall():
             producers.setdefault(subject, []).append(producer)
@@ -183,26 +210,33 @@ def _minute(moment):
 
 
 def _attach_sparklines(topics_, window):
-    """Counts per bucket (SPARK_POINTS over the window) for the topics shown."""
+    """Counts per bucket (SPARK_POINTS over the window) for the topics shown. From
+    SPARK_HOURS_FROM hours on, the buckets are whole clock hours (as many per bucket as
+    keeps them within SPARK_POINTS), so the hourly rollup answers them."""
     if not topics_:
         return
     start = _minute(window.start)
     span = max((window.end - start).total_seconds(), 60)
-    # The rollup is per minute: no more points than minutes, or empty buckets zigzag.
-    points = max(2, min(SPARK_POINTS, int(span // 60)))
+    params = {"names": [t["name"] for t in topics_]}
+    hourly = span >= SPARK_HOURS_FROM * 3600
+    if hourly:
+        origin = start.replace(minute=0)
+        hours = math.ceil((window.end - origin).total_seconds() / 3600)
+        per_bucket = math.ceil(hours / SPARK_POINTS)
+        points = math.ceil(hours / per_bucket)
+        params.update({"origin": origin, "width": per_bucket * 3600})
+        bucket = "floor(extract(epoch FROM at - %(origin)s) / %(width)s)::int"
+    else:
+        # The rollup is per minute: no more points than minutes, or empty buckets zigzag.
+        points = max(2, min(SPARK_POINTS, int(span // 60)))
+        params.update({"origin": start, "span": span, "points": points})
+        bucket = "least(floor(extract(epoch FROM at - %(origin)s) / %(span)s * %(points)s)::int, %(points)s - 1)"
+    rollup = _rollup(window, params, "AND subject = ANY(%(names)s)", hourly=hourly)
     with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT subject, least(floor(extract(epoch FROM minute - %s) / %s * %s)::int, %s - 1), sum(count)::bigint
-            FROM collector_eventrollup
-            WHERE subject = ANY(%s) AND minute >= %s AND minute < %s
-            GROUP BY 1, 2
-            """,
-            [start, span, points, points, [t["name"] for t in topics_], start, window.end],
-        )
+        cursor.execute(f"SELECT subject, {bucket}, sum(count)::bigint FROM {rollup} r GROUP BY 1, 2", params)
         buckets = {}
-        for subject, bucket, count in cursor.fetchall():
-            buckets.setdefault(subject, [0] * points)[max(bucket, 0)] += count
+        for subject, index, count in cursor.fetchall():
+            buckets.setdefault(subject, [0] * points)[min(max(index, 0), points - 1)] += count
     for topic in topics_:
         topic["spark"] = buckets.get(topic["name"], [0] * points)
 
@@ -217,12 +251,11 @@ def topic(name, broker=None):
 def topic_facets(name, window):
     """Types, versions and producers seen on a topic in the window, for the filter menus."""
     with connection.cursor() as cursor:
+        params = {"name": name}
+        rollup = _rollup(window, params, "AND subject = %(name)s")
         cursor.execute(
-            """
-            SELECT type, version, producer, sum(count)::bigint FROM collector_eventrollup
-            WHERE subject = %s AND minute >= %s AND minute < %s GROUP BY 1, 2, 3 ORDER BY 4 DESC
-            """,
-            [name, _minute(window.start), window.end],
+            f"SELECT type, version, producer, sum(count)::bigint FROM {rollup} r GROUP BY 1, 2, 3 ORDER BY 4 DESC",
+            params,
         )
         rows = cursor.fetchall()
     return {

@@ -2,7 +2,7 @@
 
 `write_events` takes decoded rows and commits them in one transaction: COPY into a
 staging table, then INSERT ... ON CONFLICT DO NOTHING into the day-partitioned events
-table, and in the same statement the per-minute rollup and the topic list, counting
+table, and in the same statement the per-minute and hourly rollups and the topic list, counting
 only the rows that were really new. Idempotent: writing the same messages again (a
 redelivery after a crash between commit and ack) changes nothing. Each new row comes
 back with its id (`row.id`), so what runs after the commit (the live tail) can name it.
@@ -67,6 +67,16 @@ WITH ins AS (
         bytes = collector_eventrollup.bytes + EXCLUDED.bytes,
         errors = collector_eventrollup.errors + EXCLUDED.errors
     RETURNING 1
+), hourly AS (
+    INSERT INTO collector_eventhourrollup (hour, broker_id, subject, producer, type, version, count, bytes, errors)
+    SELECT date_trunc('hour', ts), broker_id, subject, producer, type, version,
+           count(*), sum(size), count(*) FILTER (WHERE bad)
+    FROM ins GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6
+    ON CONFLICT (hour, broker_id, subject, producer, type, version) DO UPDATE
+    SET count = collector_eventhourrollup.count + EXCLUDED.count,
+        bytes = collector_eventhourrollup.bytes + EXCLUDED.bytes,
+        errors = collector_eventhourrollup.errors + EXCLUDED.errors
+    RETURNING 1
 ), topics AS (
     INSERT INTO collector_topic (broker_id, name, stream, best_effort, first_seen, last_seen)
     SELECT broker_id, subject, max(stream), max(stream) = '', min(ts), max(ts)
@@ -77,7 +87,8 @@ WITH ins AS (
         best_effort = collector_topic.best_effort AND EXCLUDED.best_effort
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM rollup), (SELECT count(*) FROM topics),
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM rollup) + (SELECT count(*) FROM hourly),
+       (SELECT count(*) FROM topics),
        (SELECT array_agg(id) FROM ins), (SELECT array_agg(stream) FROM ins), (SELECT array_agg(seq) FROM ins)
 """
 

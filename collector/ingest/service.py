@@ -145,6 +145,7 @@ class Collector(Heartbeat):
         items = [(m.subject, m.headers, m.data or b"") for m in messages]
         loop = asyncio.get_running_loop()
         decoded = await loop.run_in_executor(self.decode_pool, decodepool.decode_many, self.rules, items)
+        decoded = decodepool.named(decoded)
         return self.decode_batch(messages, decoded)
 
     async def commit_batch(self, messages, rows, link=None):
@@ -397,6 +398,6 @@ def _clean_headers(headers):
     """Headers as stored: PostgreSQL's jsonb cannot hold NUL, so it is replaced."""
     if not headers:
         return None
-    if not any("\x00" in k or "\x00" in v for k, v in headers.items()):
+    if "\x00" not in "".join(headers) and "\x00" not in "".join(headers.values()):
         return headers
     return {str(k).replace("\x00", "\ufffd"): str(v).replace("\x00", "\ufffd") for k, v in headers.items()}

@@ -5,7 +5,7 @@ from django.db import models
 
 from collector.models.brokers import Broker
 
-__all__ = ["Topic", "Event", "EventRollup", "PrunedRange", "PublishToken"]
+__all__ = ["Topic", "Event", "EventRollup", "EventHourRollup", "PrunedRange", "PublishToken"]
 
 
 class Topic(models.Model):
@@ -98,6 +98,30 @@ class EventRollup(models.Model):
             )
         ]
         indexes = [models.Index(fields=["subject", "minute"]), models.Index(fields=["minute"])]
+
+
+class EventHourRollup(models.Model):
+    """Per hour: the same counts as EventRollup, written by the same statement, so that a
+    window reads one row per hour for its whole hours and minute rows only at its edges."""
+
+    hour = models.DateTimeField()
+    broker = models.ForeignKey(Broker, on_delete=models.CASCADE)
+    subject = models.TextField()
+    producer = models.TextField(default="")
+    type = models.TextField(default="")
+    version = models.TextField(default="")
+    count = models.BigIntegerField(default=0)
+    bytes = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hour", "broker", "subject", "producer", "type", "version"], name="hour_rollup_key"
+            )
+        ]
+        indexes = [models.Index(fields=["subject", "hour"], name="hour_rollup_subject"),
+                   models.Index(fields=["hour"], name="hour_rollup_hour")]
 
 
 class PrunedRange(models.Model):

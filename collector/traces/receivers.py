@@ -17,14 +17,14 @@ machine) are decoded in threads of the receiver, not on the event loop, which al
 reads and acks the broker's messages. The decoders hold the GIL most of the time, but
 the interpreter hands it to the loop every few milliseconds; only protobuf's own parse
 of a body holds it in one go (a fraction of a second for 16 MB). Agent datagrams
-(64 KB at most) are decoded on the loop.
+(64 KB at most) are read by a process of their own that only drains the sockets
+(`collector.traces.udpdrain`) and decoded in a thread (`collector.traces.agent`).
 """
 import asyncio
 import base64
 import binascii
 import hmac
 import logging
-import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 
@@ -37,7 +37,7 @@ from opentelemetry.proto.collector.trace.v1 import (
     trace_service_pb2_grpc,
 )
 
-from collector.traces.jaeger import decode_jaeger_agent, decode_jaeger_batch
+from collector.traces.jaeger import decode_jaeger_batch
 from collector.traces.model import SpanDecodeError
 from collector.traces.otlp import (
     decode_otlp_json,
@@ -48,7 +48,6 @@ from collector.traces.otlp import (
 log = logging.getLogger("collector.spans.receivers")
 
 MAX_BODY = 16 * 1024 * 1024
-UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 _THRIFT_TYPES = frozenset({"application/x-thrift", "application/vnd.apache.thrift.binary"})
 _RETRY_LATER = "spans could not be stored; retry later"
 DECODE_THREADS = 2  # bodies of one receiver decoded at once; more wait their turn
@@ -70,6 +69,7 @@ class Counters:
     bad_payloads: int = 0  # undecodable, too large or of the wrong content type
     sink_failures: int = 0  # payloads whose spans the sink did not take
     dropped: int = 0  # datagrams dropped because the decode queue was full
+    dropped_by_kernel: int = 0  # datagrams the kernel dropped: the socket's receive buffer was full
     unauthorized: int = 0  # requests refused for a missing or wrong token
 
 
@@ -118,6 +118,9 @@ class Receiver:
         self._stop = stop
         self._stopping = None
 
+    def refresh(self):
+        """Bring counters kept outside the receiver up to date (before they are read)."""
+
     def close(self):
         """Start stopping; call it on the receiver's event loop."""
         if self._stopping is None:
@@ -131,7 +134,7 @@ class Receiver:
         return f"<Receiver {self.name} on port {self.port}>"
 
 
-async def _deliver(name, result, sink, counters):
+async def deliver(name, result, sink, counters):
     """Hand decoded spans to the sink; the sink's exception propagates after counting."""
     if result.rejected:
         counters.rejected_spans += len(result.rejected)
@@ -145,59 +148,6 @@ async def _deliver(name, result, sink, counters):
         log.exception("%s: the sink failed on %d spans", name, len(result.spans))
         raise
     counters.spans += len(result.spans)
-
-
-# Jaeger agent: UDP datagrams -----------------------------------------------------------
-
-
-class _DatagramQueue(asyncio.DatagramProtocol):
-    def __init__(self, queue, counters):
-        self.queue = queue
-        self.counters = counters
-
-    def datagram_received(self, data, addr):
-        self.counters.payloads += 1
-        try:
-            self.queue.put_nowait((data, addr))
-        except asyncio.QueueFull:
-            self.counters.dropped += 1
-
-
-async def start_jaeger_agent(host, port, sink, *, protocol="compact", queue_size=1000):
-    """Jaeger agent UDP: ``emitBatch`` datagrams, compact (usually 6831) or binary (6832)."""
-    name = f"Jaeger agent UDP ({protocol})"
-    counters = Counters()
-    # A bounded queue between the socket and the sink: a slow sink costs
-    # counted drops, never unbounded memory.
-    queue = asyncio.Queue(queue_size)
-    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: _DatagramQueue(queue, counters), local_addr=(host, port)
-    )
-    # Bursts arrive faster than one decode; the kernel caps this at net.core.rmem_max.
-    transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
-
-    async def work():
-        while (item := await queue.get()) is not None:
-            data, addr = item
-            try:
-                result = decode_jaeger_agent(data, protocol)
-            except SpanDecodeError as exc:
-                counters.bad_payloads += 1
-                log.warning("%s: dropped a datagram of %d bytes from %s: %s", name, len(data), addr[0], exc.reason)
-                continue
-            try:
-                await _deliver(name, result, sink, counters)
-            except Exception:
-                pass  # counted and logged; UDP has no way to ask for a retry
-
-    worker = asyncio.create_task(work())
-
-    async def stop():
-        transport.close()
-        await queue.put(None)  # datagrams already queued are still delivered
-        await worker
-
-    return Receiver(name, transport.get_extra_info("sockname")[1], counters, stop)
 
 
 # HTTP: Jaeger collector and OTLP/HTTP --------------------------------------------------
@@ -227,7 +177,7 @@ async def start_jaeger_http(host, port, sink, *, max_body=MAX_BODY, token=None):
             counters.bad_payloads += 1
             return web.Response(status=400, text=exc.reason)
         try:
-            await _deliver(name, result, sink, counters)
+            await deliver(name, result, sink, counters)
         except Exception:
             return web.Response(status=503, text=_RETRY_LATER)
         text = "; ".join(result.rejected[:10])
@@ -272,7 +222,7 @@ async def start_otlp_http(host, port, sink, *, max_body=MAX_BODY, token=None):
             counters.bad_payloads += 1
             return reply(400, status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=exc.reason))
         try:
-            await _deliver(name, result, sink, counters)
+            await deliver(name, result, sink, counters)
         except Exception:
             return reply(503, status_pb2.Status(code=code_pb2.UNAVAILABLE, message=_RETRY_LATER))
         return reply(200, _export_response(result))
@@ -341,7 +291,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, _UNAUTHORIZED)
         result = await _off_the_loop(self.threads, decode_otlp_request, request)
         try:
-            await _deliver("OTLP/gRPC", result, self.sink, self.counters)
+            await deliver("OTLP/gRPC", result, self.sink, self.counters)
         except Exception:
             await context.abort(grpc.StatusCode.UNAVAILABLE, _RETRY_LATER)
         return _export_response(result)

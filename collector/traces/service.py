@@ -18,9 +18,9 @@ from django.conf import settings
 from collector.db import WriterConnection
 from collector.partitions import SPANS
 from collector.traces import writer as span_writer
+from collector.traces.agent import start_jaeger_agents
 from collector.traces.receivers import (
     COUNTER_FIELDS,
-    start_jaeger_agent,
     start_jaeger_http,
     start_otlp_grpc,
     start_otlp_http,
@@ -143,19 +143,26 @@ async def start_receivers(sink, host, max_body):
         (start_otlp_http, settings.OTLP_HTTP_PORT, sink, {"max_body": max_body, "token": token}),
         (start_otlp_grpc, settings.OTLP_GRPC_PORT, sink, {"max_body": max_body, "token": token}),
     ]
+    receivers = []
     if udp_open:
-        plans[:0] = [
-            (start_jaeger_agent, settings.JAEGER_AGENT_PORT, sink.enqueue, {"protocol": "compact"}),
-            (start_jaeger_agent, settings.JAEGER_BINARY_PORT, sink.enqueue, {"protocol": "binary"}),
-        ]
+        # Both agent ports share one drain process (collector.traces.udpdrain).
+        agent_ports = [(port, protocol) for port, protocol in
+                       ((settings.JAEGER_AGENT_PORT, "compact"), (settings.JAEGER_BINARY_PORT, "binary"))
+                       if port is not None]
+        if agent_ports:
+            receivers += await start_jaeger_agents(host, agent_ports, sink.enqueue)
     else:
         log.warning("Jaeger agent UDP ports closed: UDP cannot carry SPAN_RECEIVER_TOKEN "
                     "(JAEGER_UDP_OPEN=true opens them without authentication)")
-    receivers = []
-    for start, port, target, options in plans:
-        if port is None:
-            continue
-        receivers.append(await start(host, port, target, **options))
+    try:
+        for start, port, target, options in plans:
+            if port is None:
+                continue
+            receivers.append(await start(host, port, target, **options))
+    except BaseException:
+        for receiver in receivers:  # a port in use: the ports already open are closed again
+            await receiver.wait_closed()
+        raise
     return receivers
 
 
@@ -212,6 +219,8 @@ class ReceiverMetrics:
     def collect(self):
         from prometheus_client.core import CounterMetricFamily
 
+        for receiver in self.collector.span_receivers:
+            receiver.refresh()
         for field in COUNTER_FIELDS:
             family = CounterMetricFamily(f"eventscope_span_receiver_{field}", f"Span receiver counter: {field}",
                                          labels=["receiver"])
@@ -220,8 +229,26 @@ class ReceiverMetrics:
             yield family
 
 
-def install(collector):
-    """Run the span receivers beside `collector`'s loop (call before `collector.run`)."""
+def receiver_report(collector):
+    """What each heartbeat says of the span receivers: spans taken and datagrams dropped
+    (by the drain's full queue or by the kernel), for the overview's collector table."""
+    report = {"spans": 0, "dropped": 0, "dropped_by_kernel": 0, "sink_failures": 0}
+    for receiver in collector.span_receivers:
+        receiver.refresh()
+        for key in report:
+            report[key] += getattr(receiver.counters, key)
+    if collector.span_sink is not None:
+        report["stored"] = collector.span_sink.stored
+        report["lost"] = collector.span_sink.lost
+    return report
+
+
+def install(collector, force=False):
+    """Run the span receivers beside `collector`'s loop (call before `collector.run`),
+    unless EVENTSCOPE_SPAN_RECEIVERS is false (they then run as `manage.py receive_spans`)."""
     collector.span_sink, collector.span_receivers = None, []
+    if not (force or settings.EVENTSCOPE_SPAN_RECEIVERS):
+        return
     collector.extensions.append(serve_spans)
+    collector.reports["spans"] = lambda: receiver_report(collector)
     collector.metrics.registry.register(ReceiverMetrics(collector))

@@ -114,6 +114,8 @@ def test_kill_9_between_commit_and_ack_and_between_ack_and_next_batch_loses_and_
     # The rollup counts each message once, though the first batch was committed twice.
     rollup = dict(query(private, "SELECT subject, sum(count)::int FROM collector_eventrollup GROUP BY subject"))
     assert rollup == {s: len(rows) for s, rows in per_subject.items()}
+    hourly = dict(query(private, "SELECT subject, sum(count)::int FROM collector_eventhourrollup GROUP BY subject"))
+    assert hourly == rollup
     topics = {name: (first_seen, last_seen) for name, first_seen, last_seen in
               query(private, "SELECT name, first_seen, last_seen FROM collector_topic")}
     assert topics == {s: (min(e[2] for e in rows), max(e[2] for e in rows)) for s, rows in per_subject.items()}

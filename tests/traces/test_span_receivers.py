@@ -27,7 +27,8 @@ from thriftpy2.thrift import TMessageType
 from thriftpy2.transport import TMemoryBuffer
 
 from collector.traces.jaeger import agent_thrift, jaeger_thrift
-from collector.traces.receivers import start_jaeger_agent, start_jaeger_http, start_otlp_grpc, start_otlp_http
+from collector.traces.agent import start_jaeger_agent
+from collector.traces.receivers import start_jaeger_http, start_otlp_grpc, start_otlp_http
 
 HOST = "127.0.0.1"
 
