@@ -5,7 +5,8 @@ The contract a broker's sampler fills in `Consumer.config` (see docs/ARCHITECTUR
 - `topics`: the exact topic names (as `Topic.name` of that broker) the consumer reads;
 - `instances`: how many clients are connected to it;
 - `group`: the service or group name, when it differs from the consumer's `name`;
-- `routing`: `"load-balanced"` or `"broadcast"`, when the broker knows.
+- `routing`: `"load-balanced"`, `"broadcast"` or `"partitioned"` (Kafka: by key among the
+  group's members; every group gets every record), when the broker knows.
 
 JetStream consumers carry none of these: their topics are the stream's subjects their
 `filter_subjects` match (all the stream's subjects without a filter), a `deliver_group`
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 
 from collector.ingest.subjects import matches
 
-LOAD_BALANCED, BROADCAST, SINGLE = "load-balanced", "broadcast", "single"
+LOAD_BALANCED, BROADCAST, PARTITIONED, SINGLE = "load-balanced", "broadcast", "partitioned", "single"
 
 
 @dataclass
@@ -56,7 +57,7 @@ def group_of(consumer, topics_of_stream):
         waiting = consumer.get("waiting") or 0
         if kind == "jetstream" and config.get("pull") and waiting > 1:
             instances = waiting
-    routing = config.get("routing") if config.get("routing") in (LOAD_BALANCED, BROADCAST) else None
+    routing = config.get("routing") if config.get("routing") in (LOAD_BALANCED, BROADCAST, PARTITIONED) else None
     if routing is None and kind == "jetstream" and config.get("deliver_group"):
         routing = LOAD_BALANCED
     if routing is None and instances and instances > 1:
@@ -71,7 +72,9 @@ def group_of(consumer, topics_of_stream):
 
 def routing_of(group, groups_on_topic):
     """How a topic's messages reach this group: shared among its instances (load-balanced),
-    a copy for each of several groups (broadcast), or the topic's only reader (single)."""
+    split by key among them (partitioned, whatever the number of groups: each group gets every
+    record, which `groups_on_topic` shows), a copy for each of several groups (broadcast), or
+    the topic's only reader (single)."""
     if group.routing:
         return group.routing
     return BROADCAST if groups_on_topic > 1 else SINGLE

@@ -65,6 +65,10 @@ def test_unit_other_brokers_fill_the_contract_topics_instances_group_routing():
     kafka = group_of(consumer("kafka", {"topics": ["orders"], "instances": 1, "routing": "broadcast"},
                               stream="orders", name="audit"), [])
     assert (kafka.service, kafka.routing) == ("audit", "broadcast")
+    # Kafka's sampler says `partitioned`: kept with two members and with two groups on the topic.
+    members = group_of(consumer("kafka", {"topics": ["orders"], "instances": 2, "group": "billing",
+                                          "routing": "partitioned"}, stream="orders", name="billing"), [])
+    assert (members.instances, routing_of(members, 2), routing_of(members, 1)) == (2, "partitioned", "partitioned")
 
 
 def test_unit_namespaces_are_the_name_before_its_last_dot_or_the_admins_pattern():
