@@ -25,8 +25,11 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def private(request):
     folder = Path(tempfile.mkdtemp(prefix="rel-", dir=ROOT / "var"))
-    pg = servers.Postgres(folder / "postgres", durable=False).start()
-    bus = servers.Nats(folder / "nats").start()
+    # Ports the kernel hands out, not the embedded servers' preferred ones: a server stopped
+    # mid-test frees its port, and another run's embedded server starting meanwhile would take a
+    # preferred port and answer in its place.
+    pg = servers.Postgres(folder / "postgres", port=servers.free_port(), durable=False).start()
+    bus = servers.Nats(folder / "nats", port=servers.free_port()).start()
     env = {**os.environ, "DATABASE_URL": pg.url, "NATS_URL": bus.url, "EVENTSCOPE_METRICS_PORT": "0",
            "LOG_LEVEL": "WARNING"}
     subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
