@@ -48,7 +48,12 @@ def test_the_demo_mail_runs_over_rabbitmq_with_dead_letters_and_routing_modes(vh
         stats = shop.stop()
     assert stats.rabbitmq["relayed"] > 0 and stats.rabbitmq["bounced"] > 0 and stats.rabbitmq["audited"] > 0
     mail = Event.objects.filter(broker=broker, subject="email.requested", stream=f"{namespace}.shop.mail")
-    wait_until(lambda: mail.count() == stats.rabbitmq["relayed"], 30, "every relayed mail stored")
+    relayed, unsure = stats.rabbitmq["relayed"], stats.rabbitmq.get("relay_errors", 0)
+    wait_until(lambda: mail.count() >= relayed, 30, f"every relayed mail stored ({relayed})")
+    # A publish cut short by the shop's stop may have reached the broker without its confirm: it
+    # is stored but not counted as relayed. Nothing else is stored, and nothing twice.
+    assert mail.count() <= relayed + unsure
+    assert mail.values("seq").distinct().count() == mail.count()
     assert Event.objects.filter(broker=nats, subject=f"{namespace}.email.requested").exists()
     wait_until(lambda: DeadLetter.objects.filter(broker=broker).count() == stats.rabbitmq["bounced"], 30,
                "every bounce captured")
