@@ -8,7 +8,7 @@ What is real and what is generated: the rows are generated in SQL (generate_seri
 into the day-partitioned events table, not sent through a broker and the collector; the
 per-minute and hourly rollups and the topic list are then built from those rows with the same
 grouping the events writer uses (so they agree with the events exactly), and the dead-letter
-rollup from the dead letters the same way. The pages, readers, indexes and queries are the
+rollups from the dead letters the same way. The pages, readers, indexes and queries are the
 real ones. Events: spread evenly over the last 48 hours, on --topics topics with a skewed
 share (topic = floor(topics * random()^3): a few hot topics, a long tail), one producer, type
 and version per topic, ~130-byte JSON payloads with a `region` header; one in 1,000 has a note
@@ -33,8 +33,8 @@ SPAN_HOURS = 48
 
 def generate(cursor, events, topics, dead_letters):
     started = time.perf_counter()
-    cursor.execute("INSERT INTO collector_broker (name, kind, url, enabled, from_env, created) "
-                   "VALUES ('nats', 'nats', 'nats://x', true, true, now()) RETURNING id")
+    cursor.execute("INSERT INTO collector_broker (name, kind, url, enabled, from_env, created, exchanges) "
+                   "VALUES ('nats', 'nats', 'nats://x', true, true, now(), '') RETURNING id")
     broker = cursor.fetchone()[0]
     cursor.execute("SELECT date_trunc('day', now() - %s * interval '1 hour')::date, now()::date", [SPAN_HOURS])
     first, last = cursor.fetchone()
@@ -108,6 +108,12 @@ def generate(cursor, events, topics, dead_letters):
         SELECT date_trunc('minute', first_seen), subject, consumer, reason, count(*)
         FROM collector_deadletter GROUP BY 1, 2, 3, 4 ORDER BY 1
         """)
+    cursor.execute(
+        """
+        INSERT INTO collector_deadletterhourrollup (hour, subject, consumer, reason, count)
+        SELECT date_trunc('hour', minute), subject, consumer, reason, sum(count)
+        FROM collector_deadletterrollup GROUP BY 1, 2, 3, 4 ORDER BY 1
+        """)
     cursor.connection.commit()
     print(f"  dead letters ({time.perf_counter() - started:.0f} s)", flush=True)
 
@@ -158,7 +164,7 @@ def main():
                 connection.connection.autocommit = True
                 cursor.execute("VACUUM ANALYZE")
             for table in ("collector_event", "collector_eventrollup", "collector_eventhourrollup", "collector_topic",
-                          "collector_deadletter"):
+                          "collector_deadletter", "collector_deadletterrollup", "collector_deadletterhourrollup"):
                 cursor.execute(f"SELECT count(*) FROM {table}")
                 print(f"  {table:28} {cursor.fetchone()[0]:>12,} rows")
             cursor.execute("SELECT subject, count(*) FROM collector_event WHERE ts > now() - interval '1 hour' "
