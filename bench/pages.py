@@ -183,8 +183,15 @@ def main():
                       {"contains": '"id": 7}'}, {"contains": "no such text"}):
             urls.append(topic + "?" + urlencode({"last": "1h", **query}))
         # The longest window the scanning filters accept (EVENT_SCAN_WINDOW_HOURS), matching nothing: every row read.
+        from django.conf import settings
+
+        scan_hours = settings.EVENT_SCAN_WINDOW_HOURS
         for query in ({"header": "region=nowhere"}, {"path": "customer.id", "equals": "-1"}, {"contains": "no such"}):
-            urls.append(topic + "?" + urlencode({"last": "24h", **query}))
+            urls.append(topic + "?" + urlencode({"last": f"{scan_hours}h", **query}))
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM collector_event WHERE subject = %s AND ts > now() - %s * interval '1 hour'",
+                           [hot, scan_hours])
+            print(f"hot topic: {cursor.fetchone()[0]:,} events in the scan window ({scan_hours} h)")
         urls += ["/dlq/?last=24h", "/dlq/?last=7d"]
         print(f"hot topic {hot}: {hot_hour:,} events in the last hour; {args.runs} requests each")
         for url in urls:
