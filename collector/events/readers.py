@@ -247,7 +247,8 @@ def _attach_sparklines(topics_, window):
         points = max(2, min(SPARK_POINTS, int(span // 60)))
         params.update({"origin": start, "span": span, "points": points})
         bucket = "least(floor(extract(epoch FROM at - %(origin)s) / %(span)s * %(points)s)::int, %(points)s - 1)"
-    rollup = _rollup(window, params, "AND subject = ANY(%(names)s)", hourly=hourly)
+    # Whole-hour buckets are sums per hour: an edge hour may be its hour row less the minutes outside.
+    rollup = _rollup(window, params, "AND subject = ANY(%(names)s)", hourly=hourly, signed=hourly)
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT subject, {bucket}, sum(count)::bigint FROM {rollup} r GROUP BY 1, 2", params)
         buckets = {}
