@@ -189,9 +189,26 @@ def main():
         for query in ({"header": "region=nowhere"}, {"path": "customer.id", "equals": "-1"}, {"contains": "no such"}):
             urls.append(topic + "?" + urlencode({"last": f"{scan_hours}h", **query}))
         with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM collector_event WHERE subject = %s AND ts > now() - %s * interval '1 hour'",
+            cursor.execute("SELECT count(*) FROM collector_event "
+                           "WHERE subject = %s AND ts > now() - %s * interval '1 hour'",
                            [hot, scan_hours])
             print(f"hot topic: {cursor.fetchone()[0]:,} events in the scan window ({scan_hours} h)")
+            # Raw limits of this run (the machine's load moves every figure): the floor of an exact
+            # traffic sort (every hourly row of 24 h summed, no grouping) and of a scan (the hot
+            # topic's rows of the scan window read, no filter).
+            for label, sql, params in (
+                    ("sum of the 24 h hourly rollup rows", "SELECT sum(count) FROM collector_eventhourrollup "
+                     "WHERE hour >= date_trunc('hour', now()) - interval '23 hours'", []),
+                    (f"read of the hot topic's {scan_hours} h rows",
+                     "SELECT sum(octet_length(raw)) FROM collector_event "
+                     "WHERE subject = %s AND ts > now() - %s * interval '1 hour'", [hot, scan_hours])):
+                times = []
+                for _ in range(5):
+                    started = time.perf_counter()
+                    cursor.execute(sql, params)
+                    cursor.fetchone()
+                    times.append((time.perf_counter() - started) * 1000)
+                print(f"raw limit: {label}: median {statistics.median(times):.0f} ms")
         urls += ["/dlq/?last=24h", "/dlq/?last=7d"]
         print(f"hot topic {hot}: {hot_hour:,} events in the last hour; {args.runs} requests each")
         for url in urls:

@@ -120,7 +120,8 @@ def _rows(start, end, params, extra, hourly):
     """SQL for the rollup rows of the minutes in [start, end), with their time as `at`:
     hourly rows for the whole hours, minute rows for the partial hours at the edges."""
     columns = "subject, consumer, reason, count"
-    minutes = "SELECT minute AS at, {c} FROM collector_deadletterrollup WHERE minute >= %({a})s AND minute < %({b})s {x}"
+    minutes = ("SELECT minute AS at, {c} FROM collector_deadletterrollup "
+               "WHERE minute >= %({a})s AND minute < %({b})s {x}")
     last = (end - timedelta(microseconds=1)).replace(second=0, microsecond=0)  # the last minute row counted
     first_hour = start if start.minute == 0 else start.replace(minute=0) + timedelta(hours=1)
     end_hour = last.replace(minute=0) + timedelta(hours=1) if last.minute == 59 else last.replace(minute=0)

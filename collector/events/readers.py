@@ -38,8 +38,10 @@ def _rollup(window, params, extra="", hourly=True, signed=False):
     if not (HOURLY and hourly) or first_hour >= end_hour:
         return f"({minutes} {extra})"
     params.update({"r_h1": first_hour, "r_h2": end_hour})
-    lead = f"SELECT minute AS at, {ROLLUP_COLUMNS} FROM collector_eventrollup WHERE minute >= %(r_start)s AND minute < %(r_h1)s {extra}"
-    tail = f"SELECT minute AS at, {ROLLUP_COLUMNS} FROM collector_eventrollup WHERE minute >= %(r_h2)s AND minute < %(r_end)s {extra}"
+    lead = (f"SELECT minute AS at, {ROLLUP_COLUMNS} FROM collector_eventrollup "
+            f"WHERE minute >= %(r_start)s AND minute < %(r_h1)s {extra}")
+    tail = (f"SELECT minute AS at, {ROLLUP_COLUMNS} FROM collector_eventrollup "
+            f"WHERE minute >= %(r_h2)s AND minute < %(r_end)s {extra}")
     hours, less = "hour >= %(r_h1)s AND hour < %(r_h2)s", []
     if signed:
         now = timezone.now()

@@ -13,7 +13,8 @@ from tests.deadletters.conftest import letter
 def test_the_dlq_summary_reads_hourly_rows_for_whole_hours_with_the_same_figures(viewer_client, broker, monkeypatch):
     top = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
     # 3 h 40 min of dead letters, one every 97 s, stored newest first (out of time order).
-    times = [top - timedelta(hours=3, minutes=20) + timedelta(seconds=97 * n) for n in range((3 * 3600 + 40 * 60) // 97)]
+    first = top - timedelta(hours=3, minutes=20)
+    times = [first + timedelta(seconds=97 * n) for n in range((3 * 3600 + 40 * 60) // 97)]
     for n, when in reversed(list(enumerate(times))):
         letter(broker, f"orders.s{n % 4}", consumer=f"worker{n % 3}", first_seen=when, key=f"hourly:{n}",
                reason=DeadLetter.Reason.TERMINATED if n % 5 == 0 else DeadLetter.Reason.MAX_DELIVERIES)
