@@ -213,9 +213,12 @@ def _attach_producers(topics_, window):
     if not topics_:
         return
     params = {"names": [t["name"] for t in topics_]}
-    rollup = _rollup(window, params, "AND subject = ANY(%(names)s)")
+    # Signed: a producer seen in the window is one whose count there, hour rows less the minutes
+    # outside, is above 0.
+    rollup = _rollup(window, params, "AND subject = ANY(%(names)s)", signed=True)
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT subject, producer FROM {rollup} r WHERE producer <> '' GROUP BY 1, 2", params)
+        cursor.execute(f"SELECT subject, producer FROM {rollup} r WHERE producer <> '' GROUP BY 1, 2 "
+                       "HAVING sum(count) > 0", params)
         producers = {}
         for subject, producer in cursor.fetchall():
             producers.setdefault(subject, []).append(producer)

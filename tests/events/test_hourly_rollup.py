@@ -47,6 +47,10 @@ def test_pages_read_hourly_rows_for_whole_hours_with_the_same_figures(viewer_cli
     assert write(messages[1::2], messages[::2][::-1], messages[:40]) == [168, 168, 0]  # the last a replay
     assert sum(EventHourRollup.objects.values_list("count", flat=True)) == len(messages)
     assert sum(EventRollup.objects.values_list("count", flat=True)) == len(messages)
+    # A producer seen only in the first hour's minutes before the window: not one of the window's.
+    early = top - timedelta(hours=3, minutes=50)
+    assert write([RawMessage("orders.s3", "S", 9999, early, early, {"Micro-From-Service": "early"},
+                             ENVELOPE % (0, 0, 0))]) == [1]
 
     # From 17 past one hour to 23 past another: whole hours in between, partial hours at the edges
     # (the first one mostly inside, read as its hour row less the minutes outside, for sums).
@@ -76,6 +80,7 @@ def test_pages_read_hourly_rows_for_whole_hours_with_the_same_figures(viewer_cli
     expected = sum(1 for m in messages if start.replace(second=0) <= m.ts < end)
     assert overview["events"] == expected and sum(t["count"] for t in pages["count"]) == expected
     assert overview["producers"] == 5 and facets["types"] == ["t0", "t1", "t2"]
+    assert "early" not in {p for t in pages["count"] for p in t["producers"]}
 
 
 def test_unit_the_window_splits_into_minute_edges_and_whole_hours():
