@@ -197,11 +197,11 @@ def main():
             # traffic sort (every hourly row of 24 h summed, no grouping) and of a scan (the hot
             # topic's rows of the scan window read, no filter).
             for label, sql, params in (
-                    ("sum of the 24 h hourly rollup rows", "SELECT sum(count) FROM collector_eventhourrollup "
-                     "WHERE hour >= date_trunc('hour', now()) - interval '23 hours'", []),
+                    ("sum of the 24 h hourly rollup rows", ("SELECT sum(count) FROM collector_eventhourrollup "
+                     "WHERE hour >= date_trunc('hour', now()) - interval '23 hours'"), []),
                     (f"read of the hot topic's {scan_hours} h rows",
-                     "SELECT sum(octet_length(raw)) FROM collector_event "
-                     "WHERE subject = %s AND ts > now() - %s * interval '1 hour'", [hot, scan_hours])):
+                     ("SELECT sum(octet_length(raw)) FROM collector_event "
+                     "WHERE subject = %s AND ts > now() - %s * interval '1 hour'"), [hot, scan_hours])):
                 times = []
                 for _ in range(5):
                     started = time.perf_counter()

@@ -2,7 +2,7 @@
 whatever the order; a replay adds nothing), and the /dlq summary of a window with partial
 hours at both edges reads hourly rows for its whole hours, with the same figures as from
 minute rows alone."""
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, UTC
 
 from collector.deadletters import readers
 from collector.deadletters.capture import store_letters
@@ -11,7 +11,7 @@ from tests.deadletters.conftest import letter
 
 
 def test_the_dlq_summary_reads_hourly_rows_for_whole_hours_with_the_same_figures(viewer_client, broker, monkeypatch):
-    top = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    top = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     # 3 h 40 min of dead letters, one every 97 s, stored newest first (out of time order).
     first = top - timedelta(hours=3, minutes=20)
     times = [first + timedelta(seconds=97 * n) for n in range((3 * 3600 + 40 * 60) // 97)]
