@@ -2,7 +2,7 @@
 whatever the order; a replay adds nothing), and the /dlq summary of a window with partial
 hours at both edges reads hourly rows for its whole hours, with the same figures as from
 minute rows alone."""
-from datetime import datetime, timedelta, timezone, UTC
+from datetime import UTC, datetime, timedelta
 
 from collector.deadletters import readers
 from collector.deadletters.capture import store_letters
