@@ -8,7 +8,7 @@ What is real and what is generated: the rows are generated in SQL (generate_seri
 into the day-partitioned events table, not sent through a broker and the collector; the
 per-minute and hourly rollups and the topic list are then built from those rows with the same
 grouping the events writer uses (so they agree with the events exactly), and the dead-letter
-rollup from the dead letters the same way. The pages, readers, indexes and queries are the
+rollups from the dead letters the same way. The pages, readers, indexes and queries are the
 real ones. Events: spread evenly over the last 48 hours, on --topics topics with a skewed
 share (topic = floor(topics * random()^3): a few hot topics, a long tail), one producer, type
 and version per topic, ~130-byte JSON payloads with a `region` header; one in 1,000 has a note
@@ -33,8 +33,8 @@ SPAN_HOURS = 48
 
 def generate(cursor, events, topics, dead_letters):
     started = time.perf_counter()
-    cursor.execute("INSERT INTO collector_broker (name, kind, url, enabled, from_env, created) "
-                   "VALUES ('nats', 'nats', 'nats://x', true, true, now()) RETURNING id")
+    cursor.execute("INSERT INTO collector_broker (name, kind, url, enabled, from_env, created, exchanges) "
+                   "VALUES ('nats', 'nats', 'nats://x', true, true, now(), '') RETURNING id")
     broker = cursor.fetchone()[0]
     cursor.execute("SELECT date_trunc('day', now() - %s * interval '1 hour')::date, now()::date", [SPAN_HOURS])
     first, last = cursor.fetchone()
@@ -108,6 +108,12 @@ def generate(cursor, events, topics, dead_letters):
         SELECT date_trunc('minute', first_seen), subject, consumer, reason, count(*)
         FROM collector_deadletter GROUP BY 1, 2, 3, 4 ORDER BY 1
         """)
+    cursor.execute(
+        """
+        INSERT INTO collector_deadletterhourrollup (hour, subject, consumer, reason, count)
+        SELECT date_trunc('hour', minute), subject, consumer, reason, sum(count)
+        FROM collector_deadletterrollup GROUP BY 1, 2, 3, 4 ORDER BY 1
+        """)
     cursor.connection.commit()
     print(f"  dead letters ({time.perf_counter() - started:.0f} s)", flush=True)
 
@@ -158,7 +164,7 @@ def main():
                 connection.connection.autocommit = True
                 cursor.execute("VACUUM ANALYZE")
             for table in ("collector_event", "collector_eventrollup", "collector_eventhourrollup", "collector_topic",
-                          "collector_deadletter"):
+                          "collector_deadletter", "collector_deadletterrollup", "collector_deadletterhourrollup"):
                 cursor.execute(f"SELECT count(*) FROM {table}")
                 print(f"  {table:28} {cursor.fetchone()[0]:>12,} rows")
             cursor.execute("SELECT subject, count(*) FROM collector_event WHERE ts > now() - interval '1 hour' "
@@ -177,8 +183,32 @@ def main():
                       {"contains": '"id": 7}'}, {"contains": "no such text"}):
             urls.append(topic + "?" + urlencode({"last": "1h", **query}))
         # The longest window the scanning filters accept (EVENT_SCAN_WINDOW_HOURS), matching nothing: every row read.
+        from django.conf import settings
+
+        scan_hours = settings.EVENT_SCAN_WINDOW_HOURS
         for query in ({"header": "region=nowhere"}, {"path": "customer.id", "equals": "-1"}, {"contains": "no such"}):
-            urls.append(topic + "?" + urlencode({"last": "24h", **query}))
+            urls.append(topic + "?" + urlencode({"last": f"{scan_hours}h", **query}))
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM collector_event "
+                           "WHERE subject = %s AND ts > now() - %s * interval '1 hour'",
+                           [hot, scan_hours])
+            print(f"hot topic: {cursor.fetchone()[0]:,} events in the scan window ({scan_hours} h)")
+            # Raw limits of this run (the machine's load moves every figure): the floor of an exact
+            # traffic sort (every hourly row of 24 h summed, no grouping) and of a scan (the hot
+            # topic's rows of the scan window read, no filter).
+            for label, sql, params in (
+                    ("sum of the 24 h hourly rollup rows", ("SELECT sum(count) FROM collector_eventhourrollup "
+                     "WHERE hour >= date_trunc('hour', now()) - interval '23 hours'"), []),
+                    (f"read of the hot topic's {scan_hours} h rows",
+                     ("SELECT sum(octet_length(raw)) FROM collector_event "
+                     "WHERE subject = %s AND ts > now() - %s * interval '1 hour'"), [hot, scan_hours])):
+                times = []
+                for _ in range(5):
+                    started = time.perf_counter()
+                    cursor.execute(sql, params)
+                    cursor.fetchone()
+                    times.append((time.perf_counter() - started) * 1000)
+                print(f"raw limit: {label}: median {statistics.median(times):.0f} ms")
         urls += ["/dlq/?last=24h", "/dlq/?last=7d"]
         print(f"hot topic {hot}: {hot_hour:,} events in the last hour; {args.runs} requests each")
         for url in urls:

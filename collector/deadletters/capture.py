@@ -234,16 +234,26 @@ def _record_death_of_retry(letter):
 
 
 def _count(letter):
+    """Add the new letter to the per-minute and hourly rollups, in one statement. Counts only
+    add, so the order letters arrive in never matters; a replay is never counted (only a new
+    letter reaches here)."""
     from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            INSERT INTO collector_deadletterrollup (minute, subject, consumer, reason, count)
-            VALUES (date_trunc('minute', %s::timestamptz), %s, %s, %s, 1)
-            ON CONFLICT (minute, subject, consumer, reason) DO UPDATE SET count = collector_deadletterrollup.count + 1
+            WITH minute AS (
+                INSERT INTO collector_deadletterrollup (minute, subject, consumer, reason, count)
+                VALUES (date_trunc('minute', %(at)s::timestamptz), %(subject)s, %(consumer)s, %(reason)s, 1)
+                ON CONFLICT (minute, subject, consumer, reason)
+                DO UPDATE SET count = collector_deadletterrollup.count + 1
+                RETURNING 1
+            )
+            INSERT INTO collector_deadletterhourrollup (hour, subject, consumer, reason, count)
+            VALUES (date_trunc('hour', %(at)s::timestamptz), %(subject)s, %(consumer)s, %(reason)s, 1)
+            ON CONFLICT (hour, subject, consumer, reason) DO UPDATE SET count = collector_deadletterhourrollup.count + 1
             """,
-            [letter.first_seen, letter.subject, letter.consumer, letter.reason],
+            {"at": letter.first_seen, "subject": letter.subject, "consumer": letter.consumer, "reason": letter.reason},
         )
 
 

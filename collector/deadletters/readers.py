@@ -1,5 +1,6 @@
 """Queries over dead letters, shared by the pages and the JSON API."""
-from datetime import datetime
+import math
+from datetime import datetime, timedelta
 
 from django.db import connection
 from django.db.models import Q
@@ -54,38 +55,86 @@ def dead_letters(window, filters, before=None, limit=PAGE):
     return rows[:limit], len(rows) > limit
 
 
-def summary(window, filters=None):
-    """Counts grouped by topic, consumer and reason over the window, each with a trend of
-    SPARK_POINTS buckets; from the per-minute rollup, never the dead letters themselves."""
+SPARK_HOURS_FROM = 12  # windows this long or longer: trend buckets of whole clock hours, read from hourly rows
+HOURLY = True  # False: every window from minute rows only (the summary is the same; a test compares)
+
+
+def summary(window, filters=None, hourly=None):
+    """Counts grouped by topic, consumer and reason over the window, each with a trend of at
+    most SPARK_POINTS buckets; from the rollups, never the dead letters themselves. From
+    SPARK_HOURS_FROM hours on, the buckets are whole clock hours, so the window's whole hours
+    are read from the hourly rollup and only its partial hours at the edges from minute rows
+    (`hourly` False: minute rows only, the same figures)."""
     filters = filters or {}
+    hourly = HOURLY if hourly is None else hourly
     start = window.start.replace(second=0, microsecond=0)
     span = max((window.end - start).total_seconds(), 60)
-    where, params = ["minute >= %s", "minute < %s"], [start, window.end]
+    where, params = [], {"start": start, "end": window.end}
     for field, column in (("topic", "subject"), ("consumer", "consumer"), ("reason", "reason")):
         if filters.get(field):
-            where.append(f"{column} = %s")
-            params.append(filters[field])
+            where.append(f"AND {column} = %({field})s")
+            params[field] = filters[field]
+    extra = " ".join(where)
+    if span >= SPARK_HOURS_FROM * 3600:
+        origin = start.replace(minute=0)
+        hours = math.ceil((window.end - origin).total_seconds() / 3600)
+        per_bucket = math.ceil(hours / SPARK_POINTS)
+        points = math.ceil(hours / per_bucket)
+        params.update({"origin": origin, "width": per_bucket * 3600})
+        bucket = "floor(extract(epoch FROM at - %(origin)s) / %(width)s)::int"
+        rows_sql = _rows(start, window.end, params, extra, hourly)
+    else:
+        points = SPARK_POINTS
+        params.update({"origin": start, "span": span, "points": points})
+        bucket = "floor(extract(epoch FROM at - %(origin)s) / %(span)s * %(points)s)::int"
+        rows_sql = _rows(start, window.end, params, extra, False)
+    params["last"] = points - 1
+    # Grouped in the database, each group's trend as two arrays: a few hundred rows reach Python.
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
-            SELECT subject, consumer, reason,
-                   least(greatest(floor(extract(epoch FROM minute - %s) / %s * %s)::int, 0), %s - 1),
-                   sum(count)::bigint
-            FROM collector_deadletterrollup WHERE {' AND '.join(where)}
-            GROUP BY 1, 2, 3, 4
+            SELECT g, key, sum(n)::bigint, array_agg(bucket), array_agg(n) FROM (
+                SELECT GROUPING(subject, consumer, reason) AS g, coalesce(subject, consumer, reason) AS key, bucket,
+                       sum(count)::bigint AS n
+                FROM (SELECT subject, consumer, reason, least(greatest({bucket}, 0), %(last)s) AS bucket, count
+                      FROM {rows_sql} r) b
+                GROUP BY GROUPING SETS ((subject, bucket), (consumer, bucket), (reason, bucket))
+            ) s GROUP BY 1, 2
             """,
-            [start, span, SPARK_POINTS, SPARK_POINTS, *params],
+            params,
         )
         rows = cursor.fetchall()
     groups = {"topic": {}, "consumer": {}, "reason": {}}
-    for subject, consumer, reason, bucket, count in rows:
-        for group, key in (("topic", subject), ("consumer", consumer), ("reason", reason)):
-            entry = groups[group].setdefault(key, {"key": key, "count": 0, "spark": [0] * SPARK_POINTS})
-            entry["count"] += count
-            entry["spark"][bucket] += count
+    names = {0b011: "topic", 0b101: "consumer", 0b110: "reason"}
+    for grouped, key, count, buckets, counts in rows:
+        spark = [0] * points
+        for index, n in zip(buckets, counts, strict=True):
+            spark[index] += n
+        groups[names[grouped]][key] = {"key": key, "count": count, "spark": spark}
     total = sum(entry["count"] for entry in groups["reason"].values())
     return {"total": total,
             **{group: sorted(found.values(), key=lambda e: (-e["count"], e["key"])) for group, found in groups.items()}}
+
+
+def _rows(start, end, params, extra, hourly):
+    """SQL for the rollup rows of the minutes in [start, end), with their time as `at`:
+    hourly rows for the whole hours, minute rows for the partial hours at the edges."""
+    columns = "subject, consumer, reason, count"
+    minutes = ("SELECT minute AS at, {c} FROM collector_deadletterrollup "
+               "WHERE minute >= %({a})s AND minute < %({b})s {x}")
+    last = (end - timedelta(microseconds=1)).replace(second=0, microsecond=0)  # the last minute row counted
+    first_hour = start if start.minute == 0 else start.replace(minute=0) + timedelta(hours=1)
+    end_hour = last.replace(minute=0) + timedelta(hours=1) if last.minute == 59 else last.replace(minute=0)
+    if not hourly or first_hour >= end_hour:
+        return f"({minutes.format(c=columns, a='start', b='end', x=extra)})"
+    params.update({"h1": first_hour, "h2": end_hour})
+    return f"""(
+        {minutes.format(c=columns, a='start', b='h1', x=extra)}
+        UNION ALL
+        SELECT hour AS at, {columns} FROM collector_deadletterhourrollup WHERE hour >= %(h1)s AND hour < %(h2)s {extra}
+        UNION ALL
+        {minutes.format(c=columns, a='h2', b='end', x=extra)}
+    )"""
 
 
 def dead_letter(ident):

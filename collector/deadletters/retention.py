@@ -9,6 +9,7 @@ def prune(now=None):
     from collector.models import (
         AuditEntry,
         DeadLetter,
+        DeadLetterHourRollup,
         DeadLetterRollup,
         DeadLetterSettings,
     )
@@ -18,5 +19,6 @@ def prune(now=None):
     cutoff = now - timedelta(days=kept.retention_days)
     letters, _ = DeadLetter.objects.filter(first_seen__lt=cutoff).delete()
     DeadLetterRollup.objects.filter(minute__lt=cutoff).delete()
+    DeadLetterHourRollup.objects.filter(hour__lt=cutoff.replace(minute=0, second=0, microsecond=0)).delete()
     audits, _ = AuditEntry.objects.filter(at__lt=now - timedelta(days=kept.audit_retention_days)).delete()
     return letters, audits

@@ -15,11 +15,19 @@ ROLLUP_COLUMNS = "broker_id, subject, producer, type, version, count, bytes, err
 HOURLY = True  # False: every window from minute rows only (the figures are the same; a test compares)
 
 
-def _rollup(window, params, extra="", hourly=True):
+NEGATED_COLUMNS = "broker_id, subject, producer, type, version, -count, -bytes, -errors"
+
+
+def _rollup(window, params, extra="", hourly=True, signed=False):
     """SQL for the rollup rows of the window (the minutes from the window's first minute
     to its end), with their time as `at`: hourly rows for its whole hours, minute rows only for the partial hours at
     its edges (`hourly` False: minute rows only). Sets its bounds in `params`; `extra` is a
-    condition on each part."""
+    condition on each part.
+
+    `signed` (for sums only: a group's count may come out 0): a partial hour at an edge is
+    read as its hour row minus the minute rows of the hour outside the window, when those are
+    fewer; for a window ending now they are the minutes still to come, so the last partial
+    hour costs one row per topic instead of one per topic and minute."""
     start = _minute(window.start)
     last = window.end - timedelta(microseconds=1)  # the last minute row counted starts before end
     first_hour = _ceil_hour(start)
@@ -30,15 +38,25 @@ def _rollup(window, params, extra="", hourly=True):
     if not (HOURLY and hourly) or first_hour >= end_hour:
         return f"({minutes} {extra})"
     params.update({"r_h1": first_hour, "r_h2": end_hour})
-    return f"""(
-        SELECT minute AS at, {ROLLUP_COLUMNS} FROM collector_eventrollup
-        WHERE minute >= %(r_start)s AND minute < %(r_h1)s {extra}
-        UNION ALL
-        SELECT hour AS at, {ROLLUP_COLUMNS} FROM collector_eventhourrollup WHERE hour >= %(r_h1)s AND hour < %(r_h2)s {extra}
-        UNION ALL
-        SELECT minute AS at, {ROLLUP_COLUMNS} FROM collector_eventrollup
-        WHERE minute >= %(r_h2)s AND minute < %(r_end)s {extra}
-    )"""
+    lead = (f"SELECT minute AS at, {ROLLUP_COLUMNS} FROM collector_eventrollup "
+            f"WHERE minute >= %(r_start)s AND minute < %(r_h1)s {extra}")
+    tail = (f"SELECT minute AS at, {ROLLUP_COLUMNS} FROM collector_eventrollup "
+            f"WHERE minute >= %(r_h2)s AND minute < %(r_end)s {extra}")
+    hours, less = "hour >= %(r_h1)s AND hour < %(r_h2)s", []
+    if signed:
+        now = timezone.now()
+        if first_hour - start > timedelta(minutes=30):  # more of the first hour inside the window than outside
+            hours, lead = "hour >= %(r_h1)s - interval '1 hour' AND hour < %(r_h2)s", ""
+            less.append(f"SELECT minute AS at, {NEGATED_COLUMNS} FROM collector_eventrollup "
+                        f"WHERE minute >= %(r_h1)s - interval '1 hour' AND minute < %(r_start)s {extra}")
+        outside = max(min(now, end_hour + timedelta(hours=1)) - window.end, timedelta(0))
+        if outside < window.end - end_hour:
+            hours, tail = hours.replace("hour < %(r_h2)s", "hour <= %(r_h2)s"), ""
+            less.append(f"SELECT minute AS at, {NEGATED_COLUMNS} FROM collector_eventrollup "
+                        f"WHERE minute >= %(r_end)s AND minute < %(r_h2)s + interval '1 hour' {extra}")
+    parts = [part for part in (lead, f"SELECT hour AS at, {ROLLUP_COLUMNS} FROM collector_eventhourrollup "
+                                     f"WHERE {hours} {extra}", tail) if part] + less
+    return "(" + "\n UNION ALL ".join(parts) + ")"
 
 
 def _ceil_hour(moment):
@@ -49,7 +67,7 @@ def _ceil_hour(moment):
 def overview(window):
     """Counts for the front page: what the collector has seen so far."""
     params = {"start": _minute(window.start)}
-    rollup = _rollup(window, params)
+    rollup = _rollup(window, params, signed=True)
     with connection.cursor() as cursor:
         # One pass, hash-grouped by producer (a handful of groups): no sort over the window's rows.
         cursor.execute(
@@ -58,7 +76,7 @@ def overview(window):
                    (SELECT count(*) FROM collector_topic WHERE last_seen >= %(start)s),
                    count(*) FILTER (WHERE producer <> '')
             FROM (SELECT producer, sum(count) AS count, sum(bytes) AS bytes, sum(errors) AS errors
-                  FROM {rollup} r GROUP BY producer) p
+                  FROM {rollup} r GROUP BY producer HAVING sum(count) > 0) p
             """,
             params,
         )
@@ -164,7 +182,7 @@ def topics(window, sort="count", query="", broker=None, after=None, limit=TOPIC_
             ORDER BY {TOPIC_SORTS[sort]}
         """
     else:
-        traffic = traffic.format(rollup=_rollup(window, params))
+        traffic = traffic.format(rollup=_rollup(window, params, signed=True))
         sql = f"""
             SELECT t.name, t.stream, t.best_effort, t.first_seen, t.last_seen, b.name,
                    coalesce(r.count, 0) AS count, coalesce(r.bytes, 0) AS bytes, coalesce(r.errors, 0) AS errors
@@ -195,9 +213,12 @@ def _attach_producers(topics_, window):
     if not topics_:
         return
     params = {"names": [t["name"] for t in topics_]}
-    rollup = _rollup(window, params, "AND subject = ANY(%(names)s)")
+    # Signed: a producer seen in the window is one whose count there, hour rows less the minutes
+    # outside, is above 0.
+    rollup = _rollup(window, params, "AND subject = ANY(%(names)s)", signed=True)
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT subject, producer FROM {rollup} r WHERE producer <> '' GROUP BY 1, 2", params)
+        cursor.execute(f"SELECT subject, producer FROM {rollup} r WHERE producer <> '' GROUP BY 1, 2 "
+                       "HAVING sum(count) > 0", params)
         producers = {}
         for subject, producer in cursor.fetchall():
             producers.setdefault(subject, []).append(producer)
@@ -231,7 +252,8 @@ def _attach_sparklines(topics_, window):
         points = max(2, min(SPARK_POINTS, int(span // 60)))
         params.update({"origin": start, "span": span, "points": points})
         bucket = "least(floor(extract(epoch FROM at - %(origin)s) / %(span)s * %(points)s)::int, %(points)s - 1)"
-    rollup = _rollup(window, params, "AND subject = ANY(%(names)s)", hourly=hourly)
+    # Whole-hour buckets are sums per hour: an edge hour may be its hour row less the minutes outside.
+    rollup = _rollup(window, params, "AND subject = ANY(%(names)s)", hourly=hourly, signed=hourly)
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT subject, {bucket}, sum(count)::bigint FROM {rollup} r GROUP BY 1, 2", params)
         buckets = {}

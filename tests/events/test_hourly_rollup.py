@@ -47,15 +47,20 @@ def test_pages_read_hourly_rows_for_whole_hours_with_the_same_figures(viewer_cli
     assert write(messages[1::2], messages[::2][::-1], messages[:40]) == [168, 168, 0]  # the last a replay
     assert sum(EventHourRollup.objects.values_list("count", flat=True)) == len(messages)
     assert sum(EventRollup.objects.values_list("count", flat=True)) == len(messages)
+    # A producer seen only in the first hour's minutes before the window: not one of the window's.
+    early = top - timedelta(hours=3, minutes=50)
+    assert write([RawMessage("orders.s3", "S", 9999, early, early, {"Micro-From-Service": "early"},
+                             ENVELOPE % (0, 0, 0))]) == [1]
 
-    # From 17 past one hour to 23 past another: whole hours in between, partial hours at the edges.
+    # From 17 past one hour to 23 past another: whole hours in between, partial hours at the edges
+    # (the first one mostly inside, read as its hour row less the minutes outside, for sums).
     start, end = top - timedelta(hours=3, minutes=43, seconds=30), top + timedelta(minutes=-37)
-    query = {"from": start.isoformat(), "to": end.isoformat()}
 
-    def figures():
+    def figures(start, end):
         from dashboard.timewindow import Window
 
         window = Window(start, end, None)
+        query = {"from": start.isoformat(), "to": end.isoformat()}
         pages = {sort: viewer_client.get("/api/topics", {**query, "sort": sort}).json()["topics"]
                  for sort in readers.TOPIC_SORTS}
         overview = {k: v for k, v in readers.overview(window).items() if k != "collectors"}
@@ -63,15 +68,19 @@ def test_pages_read_hourly_rows_for_whole_hours_with_the_same_figures(viewer_cli
 
     # Sparklines of whole-hour buckets (long windows) come from hourly rows too.
     monkeypatch.setattr(readers, "SPARK_HOURS_FROM", 2)
-    hourly = figures()
+    # And a window ending now: its last partial hour is the hour row less the minutes still to come.
+    now = datetime.now(timezone.utc)
+    windows = [(start, end), (start, now), (now - timedelta(hours=2, minutes=50), now)]
+    hourly = [figures(*window) for window in windows]
     monkeypatch.setattr(readers, "HOURLY", False)
-    minutes_only = figures()
+    minutes_only = [figures(*window) for window in windows]
     assert hourly == minutes_only
-    assert len(hourly[0]["count"][0]["spark"]) == 4  # 4 clock hours touched
-    pages, overview, facets = hourly
+    assert len(hourly[0][0]["count"][0]["spark"]) == 4  # 4 clock hours touched
+    pages, overview, facets = hourly[0]
     expected = sum(1 for m in messages if start.replace(second=0) <= m.ts < end)
     assert overview["events"] == expected and sum(t["count"] for t in pages["count"]) == expected
     assert overview["producers"] == 5 and facets["types"] == ["t0", "t1", "t2"]
+    assert "early" not in {p for t in pages["count"] for p in t["producers"]}
 
 
 def test_unit_the_window_splits_into_minute_edges_and_whole_hours():
