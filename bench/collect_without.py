@@ -2,13 +2,17 @@
 
     python bench/collect_without.py versions,topology
 
-Names are the extension modules' (traces, capture, lag, forwarder, versions, topology)."""
+Names are the capabilities' (traces, deadletters, lag, live, versions, topology)."""
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+
+
+def _name(install):
+    return install.__module__.split(".")[1]  # collector.<capability>.<module>
 
 
 def main():
@@ -20,10 +24,10 @@ def main():
     from collector.ingest import extensions
 
     left_out = set(filter(None, sys.argv[1].split(",")))
-    known = {install.__module__.rsplit(".", 1)[1] for install in extensions.INSTALLS}
+    known = {_name(install) for install in extensions.INSTALLS}
     if left_out - known:
         sys.exit(f"unknown extension(s) {', '.join(sorted(left_out - known))}; known: {', '.join(sorted(known))}")
-    extensions.INSTALLS[:] = [i for i in extensions.INSTALLS if i.__module__.rsplit(".", 1)[1] not in left_out]
+    extensions.INSTALLS[:] = [i for i in extensions.INSTALLS if _name(i) not in left_out]
     call_command("collect")
 
 
