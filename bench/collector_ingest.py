@@ -185,11 +185,12 @@ def collector_env(env, index):
     return own
 
 
-def end_to_end(env, count, collectors=1, servers=None):
+def end_to_end(env, count, collectors=1, servers=None, without=""):
     """(c) `manage.py collect` (`collectors` processes sharing the observer durable) on the
     backlog until its ack floor reaches the end; the progress is read from the broker, so
     the measuring does not load the database."""
-    processes = [subprocess.Popen([sys.executable, "manage.py", "collect"], cwd=ROOT, env=collector_env(env, i),
+    command = [sys.executable, "bench/collect_without.py", without] if without else [sys.executable, "manage.py", "collect"]
+    processes = [subprocess.Popen(command, cwd=ROOT, env=collector_env(env, i),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(collectors)]
     process = processes[0]
     if os.environ.get("BENCH_PROFILE"):
@@ -236,6 +237,8 @@ def main():
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--collectors", type=int, default=1,
                         help="collector processes sharing the observer durable on the one backlog")
+    parser.add_argument("--without", default="",
+                        help="extensions left out of the collector, e.g. versions,topology (their cost)")
     args = parser.parse_args()
     from runner import servers
 
@@ -266,8 +269,9 @@ def main():
         del rows
         print(f"(b) raw idempotent write (COPY -> INSERT ON CONFLICT + rollup): {write:,.0f} rows/s")
         collector, rss = end_to_end(env, args.messages, args.collectors,
-                                    {"postgres": pg.process.pid, "nats-server": bus.process.pid})
-        print(f"(c) collector end to end (backlog -> committed -> acked), {args.collectors} collector(s): "
+                                    {"postgres": pg.process.pid, "nats-server": bus.process.pid}, args.without)
+        without = f", without {args.without}" if args.without else ", every extension on"
+        print(f"(c) collector end to end (backlog -> committed -> acked), {args.collectors} collector(s){without}: "
               f"{collector:,.0f} msg/s")
         print(f"    ratio c / min(a, b) = {collector / min(read, write):.0%} (target >= 70%)")
         print(f"    collector peak resident memory, with its decode worker: {rss:,.0f} MB (target < 300 MB)")

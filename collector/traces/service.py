@@ -9,7 +9,6 @@ UNAVAILABLE and retry later. UDP has no answer: those spans are counted as lost.
 """
 import asyncio
 import logging
-import time
 
 import psycopg
 from channels.db import database_sync_to_async
@@ -30,7 +29,6 @@ from collector.waits import pause
 log = logging.getLogger("eventscope.spans")
 
 BATCH_SPANS = 5000
-BATCH_WAIT = 0.03  # seconds a batch waits for more payloads once its first arrived
 PENDING_PAYLOADS = 256
 WRITERS = 2  # transactions in flight: one commits while the next batch is copied in
 PRUNE_EVERY = 3600
@@ -65,15 +63,15 @@ class SpanSink:
         await asyncio.gather(*(self._drain(writer) for writer in self.writers))
 
     async def _drain(self, writer):
+        # A free writer takes what is queued now, without waiting for more: payloads that
+        # arrive while every writer is busy make the next batch. (Waiting to fill a batch
+        # only added latency: each exporter waits for its commit before it sends again.)
+        pending = self.pending
         while True:
-            batch = [await self.pending.get()]
+            batch = [await pending.get()]
             size = len(batch[0][0])
-            deadline = time.monotonic() + BATCH_WAIT
-            while size < BATCH_SPANS:
-                try:
-                    item = await asyncio.wait_for(self.pending.get(), max(0.0, deadline - time.monotonic()))
-                except asyncio.TimeoutError:
-                    break
+            while size < BATCH_SPANS and not pending.empty():
+                item = pending.get_nowait()
                 batch.append(item)
                 size += len(item[0])
             await self._write(writer, batch)

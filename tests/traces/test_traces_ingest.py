@@ -114,6 +114,9 @@ def assert_stored_trace(parent, child):
         root.span_id, True, "msg-1", "payments")
     assert charge.events[0]["name"] == "card declined"
     assert charge.duration_us == (child.end_time - child.start_time + 500) // 1000
+    # The writer sends start as microseconds since 2000-01-01 (binary COPY): the stored time is the SDK's.
+    assert charge.start.timestamp() * 1_000_000 == pytest.approx((child.start_time + 500) // 1000, abs=1)
+    assert (charge.resource["service.name"], root.resource["service.name"]) == ("checkout", "checkout")
     summary = TraceSummary.objects.get(trace_id=trace_id)
     assert (summary.root_service, summary.root_operation, summary.span_count, summary.error_count) == (
         "checkout", "place order", 2, 1)
