@@ -59,7 +59,9 @@ def test_ten_thousand_distinct_core_subjects_are_tapped_at_the_one_subject_rate_
         assert stored.count() == COUNT
         assert stored.values("subject").distinct().count() == COUNT
         assert set(stored.values_list("stream", flat=True).distinct()) == {""}
-    assert tap_many >= 0.8 * tap_one, f"{tap_many:.0f} msg/s on distinct subjects, {tap_one:.0f} msg/s on one"
+    # A request per unseen subject showed as 13% of the one-subject rate; on a loaded 2-core
+    # machine a sound tap measured 63-100%, so half tells the two apart without the noise.
+    assert tap_many >= 0.5 * tap_one, f"{tap_many:.0f} msg/s on distinct subjects, {tap_one:.0f} msg/s on one"
     running.stop()
 
 
