@@ -51,15 +51,9 @@ class _AgentDrain:
         self.stopped = None
 
     def start(self):
-        """The drain process starts with the first datagram: a collector whose exporters
-        never use UDP spends no process (~9 MB) on it. Until then the kernel's receive
-        buffer holds what arrives (the spawn takes tens of milliseconds)."""
-        for port in self.ports:
-            self.loop.add_reader(port.sock.fileno(), self._first_datagram)
-
-    def _first_datagram(self):
-        for port in self.ports:
-            self.loop.remove_reader(port.sock.fileno())
+        """The drain process starts with the receiver (~9 MB): started at the first datagram
+        instead, a first burst larger than the kernel's receive buffer overflowed it while the
+        process was spawning (tens of milliseconds, far more on a loaded machine)."""
         try:
             self.stream = self._spawn()
         except OSError as error:
