@@ -27,7 +27,12 @@ def test_two_collectors_add_up_to_the_traffic(transactional_db, nats_url, monkey
     try:
         stream, subject, type_ = unique("TWO"), unique("two.") + ".made", unique("shop") + ".thing.made"
         items = [(type_, 1 + n % 2, {"n": n, **({"extra": True} if n % 3 == 0 else {})}) for n in range(400)]
-        for start in range(0, 400, 50):  # in several publishes, so both collectors get batches
+        publish_envelopes(nats_url, stream, subject, items[:50])  # makes the stream
+        # Both subscribed to the stream's observer before the rest: the deliver group spreads what
+        # follows over both (a collector still discovering the stream would get none of it).
+        for running in (first, second):
+            running.wait_until_observing(stream, 20)
+        for start in range(50, 400, 50):  # in several publishes, so both collectors get batches
             publish_envelopes(nats_url, stream, subject, items[start:start + 50])
         wait_until(lambda: Event.objects.filter(subject=subject).count() == 400, 30, "400 events stored")
         hours = VersionRollup.objects.filter(type=type_)
